@@ -1,0 +1,110 @@
+-- The C core: its FFI declarations (a copy of csrc/passport.h) and the
+-- shared library, found once by walking package.cpath and loaded by full
+-- path, so neither LD_LIBRARY_PATH nor an install into the system is needed.
+local ffi = require "ffi"
+
+local ffi_load = ffi.load
+local gmatch = string.gmatch
+local gsub = string.gsub
+local io_open = io.open
+
+local _M = { _VERSION = "0.1.0" }
+
+ffi.cdef [[
+enum {
+    RP_OK = 0, RP_ENOTFOUND = -1, RP_EEMPTY = -2, RP_ENOTSIGNED = -3,
+    RP_EBADSIG = -4, RP_ETOOBIG = -5, RP_EJSON = -6, RP_EDEPTH = -7,
+    RP_ENOTOBJECT = -8, RP_EARG = -9, RP_ENOSIG = -10
+};
+enum { RP_ALG_SHA256 = 1, RP_ALG_SHA1 = 2 };
+typedef struct rp_key { uint64_t opaque[32]; } rp_key;
+int rp_key_init(rp_key *key, int alg, const unsigned char *secret,
+                size_t secret_len);
+int rp_hmac_b64(const rp_key *key, const unsigned char *msg, size_t msg_len,
+                int url, char *out, size_t cap);
+int rp_cookie_get(const char *hdr, size_t hdr_len, const char *name,
+                  size_t name_len, unsigned char *out, size_t cap,
+                  size_t *out_len);
+int rp_unsign(const unsigned char *val, size_t val_len, const rp_key *keys,
+              int nkeys, size_t *sid_len);
+int rp_express_sid(const char *hdr, size_t hdr_len, const char *name,
+                   size_t name_len, const rp_key *keys, int nkeys,
+                   unsigned char *out, size_t cap, size_t *sid_len);
+int rp_cookies_get(const char *hdr, size_t hdr_len, const char *name,
+                   size_t name_len, const char **val, size_t *val_len);
+int rp_keygrip_session(const char *hdr, size_t hdr_len, const char *name,
+                       size_t name_len, const rp_key *keys, int nkeys,
+                       unsigned char *out, size_t cap, size_t *out_len);
+int rp_base64_decode(const char *in, size_t in_len, unsigned char *out,
+                     size_t cap);
+enum {
+    RP_JSON_NONE = 0, RP_JSON_NULL, RP_JSON_FALSE, RP_JSON_TRUE,
+    RP_JSON_NUMBER, RP_JSON_STRING, RP_JSON_OBJECT, RP_JSON_ARRAY
+};
+enum {
+    RP_SF_COOKIE = 1, RP_SF_EXPIRES = 2, RP_SF_EXPIRES_INVALID = 4,
+    RP_SF_MAXAGE = 8, RP_SF_PASSPORT = 16, RP_SF_USER = 32,
+    RP_SF_USER_OK = 64, RP_SF_USER_ESCAPED = 128
+};
+typedef struct rp_session {
+    double expires_ms;
+    double original_max_age;
+    uint32_t flags;
+    int32_t user_type;
+    uint32_t user_off;
+    uint32_t user_len;
+    uint32_t err_off;
+} rp_session;
+int rp_session_parse(const char *json, size_t len, int max_depth,
+                     rp_session *out);
+int rp_parse_date(const char *s, size_t len, double *ms);
+const char *rp_version(void);
+]]
+
+-- Where the library was found, for error messages and tests.
+_M.path = nil
+
+-- Walks package.cpath the way require does and ffi.loads the first match.
+function _M.load(name)
+    local tried = {}
+    for pattern in gmatch(package.cpath, "[^;]+") do
+        local path = gsub(pattern, "%?", name)
+        local f = io_open(path, "rb")
+        if f then
+            f:close()
+            return ffi_load(path), path
+        end
+        tried[#tried + 1] = path
+    end
+    return nil, "could not find " .. name .. ".so in package.cpath:\n\t"
+        .. table.concat(tried, "\n\t")
+end
+
+local C, where = _M.load("librestypassport")
+if not C then
+    error(where, 2)
+end
+_M.C = C
+_M.path = where
+
+-- One message per error code, shared by every wrapper.
+_M.reasons = {
+    [-1] = "cookie not found",
+    [-2] = "cookie is empty",
+    [-3] = "cookie is not signed",
+    [-4] = "signature mismatch",
+    [-5] = "value too large",
+    [-6] = "malformed JSON",
+    [-7] = "JSON nested too deep",
+    [-8] = "JSON is not an object",
+    [-9] = "invalid argument",
+    [-10] = "signature cookie not found",
+}
+
+if ffi.string(C.rp_version()) ~= _M._VERSION then
+    error("librestypassport.so at " .. where .. " is version "
+          .. ffi.string(C.rp_version()) .. ", the Lua modules are "
+          .. _M._VERSION, 2)
+end
+
+return _M

@@ -35,3 +35,6 @@ install: all
 
 clean:
 	rm -rf $(BUILD)
+
+# Each concern keeps its rules in its own fragment.
+include mk/redis.mk mk/bench.mk mk/fuzz.mk

@@ -1,0 +1,1 @@
+# mk/fuzz.mk: included by the Makefile (empty until filled).

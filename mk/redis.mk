@@ -1,0 +1,1 @@
+# mk/redis.mk: included by the Makefile (empty until filled).

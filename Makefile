@@ -19,7 +19,14 @@ CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c
 CORE_HDR = csrc/passport.h csrc/internal.h
 CORE_LIB = $(BUILD)/librestypassport.so
 
-.PHONY: all test install clean deps lint bench
+RESULTS = $(BUILD)/results
+BUSTED = busted --lua=luajit
+RUN = tools/run-suite.sh $(RESULTS)
+ASAN_LIB = $(BUILD)/asan/librestypassport.so
+ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+SUITES = lint unit asan valgrind integration
+
+.PHONY: all test install clean deps lint bench $(addprefix test-,$(SUITES))
 
 all: $(CORE_LIB)
 
@@ -27,11 +34,51 @@ $(CORE_LIB): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(CORE_SRC) $(LDFLAGS) -lcrypto
 
+LUA_FILES = $(shell cd lua && find resty -name '*.lua' | sort)
+
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/resty/passport
+	install -d $(DESTDIR)$(LIBDIR)
 	install -m 0755 $(CORE_LIB) $(DESTDIR)$(LIBDIR)/
-	install -m 0644 lua/resty/passport.lua $(DESTDIR)$(LUADIR)/resty/ 2>/dev/null || true
-	install -m 0644 lua/resty/passport/*.lua $(DESTDIR)$(LUADIR)/resty/passport/
+	for f in $(LUA_FILES); do \
+	  install -D -m 0644 lua/$$f $(DESTDIR)$(LUADIR)/$$f || exit 1; \
+	done
+
+# Every suite writes busted-style JSON into $(RESULTS); the summary counts
+# them and prints the closing "N passed, N failed" line.
+test: all $(ASAN_LIB)
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	-@$(MAKE) --no-print-directory -k $(addprefix test-,$(SUITES))
+	@luajit tools/test-summary.lua $(RESULTS) $(SUITES)
+
+test-lint:
+	$(RUN) lint luajit tools/lint.lua
+
+test-unit: all
+	$(RUN) unit $(BUSTED) -o json
+
+# The same specs against a build with ASan+UBSan: the runtime is preloaded
+# because luajit itself is not instrumented.
+$(ASAN_LIB): $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	clang $(ALL_CFLAGS) -O1 -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all -fno-omit-frame-pointer -shared -o $@ \
+	  $(CORE_SRC) $(LDFLAGS) -lcrypto
+
+test-asan: $(ASAN_LIB)
+	$(RUN) asan env LD_PRELOAD=$(ASAN_RT) \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 RP_EXPECT_LIB=$(ASAN_LIB) \
+	  $(BUSTED) --cpath='$(BUILD)/asan/?.so' -o json
+
+# Under valgrind busted must run in-process (no --lua re-exec).
+test-valgrind: all
+	$(RUN) valgrind valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite luajit $$(command -v busted) -o json
+
+test-integration: all
+	$(RUN) integration $(BUSTED) --run=integration -o json
+
+deps:
+	tools/deps.sh
 
 clean:
 	rm -rf $(BUILD)

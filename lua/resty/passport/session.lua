@@ -9,7 +9,6 @@ local C = core.C
 local reasons = core.reasons
 local band = require("bit").band
 local ffi_new = ffi.new
-local ffi_string = ffi.string
 local json_decode = cjson.new().decode
 local error = error
 local sub = string.sub
@@ -33,6 +32,7 @@ local F_USER_ESCAPED = C.RP_SF_USER_ESCAPED
 local T_NUMBER = C.RP_JSON_NUMBER
 local T_STRING = C.RP_JSON_STRING
 local T_TRUE = C.RP_JSON_TRUE
+local E_NOTOBJECT = C.RP_ENOTOBJECT
 
 local info = ffi_new("rp_session")
 
@@ -69,7 +69,9 @@ function _M.decode(json, now_ms, max_depth)
         return nil, "session record too large"
     end
     local rc = C.rp_session_parse(json, #json, max_depth or _M.max_depth, info)
-    if rc ~= 0 then
+    if rc == E_NOTOBJECT then
+        return nil, reasons[rc]
+    elseif rc ~= 0 then
         return nil, reasons[rc] .. " at byte " .. tonumber(info.err_off)
     end
     local flags = info.flags

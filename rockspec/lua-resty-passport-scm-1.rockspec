@@ -1,0 +1,37 @@
+package = "lua-resty-passport"
+version = "scm-1"
+source = {
+   url = "git+https://github.com/lua-resty-passport/lua-resty-passport.git",
+   branch = "main",
+}
+description = {
+   summary = "passport.js sessions at the nginx/OpenResty edge: who is this WebSocket?",
+   detailed = [[
+Verifies express-session (connect.sid) and cookie-session cookies in C,
+reads the connect-redis session without blocking the nginx worker, and runs
+passport.socketio-style success/fail policies in Lua for WebSocket and
+socket.io handshakes.
+]],
+   homepage = "https://github.com/lua-resty-passport/lua-resty-passport",
+   license = "MIT",
+}
+dependencies = {
+   "lua >= 5.1",
+}
+external_dependencies = {
+   OPENSSL = { header = "openssl/sha.h" },
+   HIREDIS = { header = "hiredis/hiredis.h" },
+}
+build = {
+   type = "make",
+   build_target = "all",
+   build_variables = {
+      CFLAGS = "$(CFLAGS)",
+      LDFLAGS = "-L$(OPENSSL_LIBDIR) -L$(HIREDIS_LIBDIR)",
+   },
+   install_target = "install",
+   install_variables = {
+      LIBDIR = "$(LIBDIR)",
+      LUADIR = "$(LUADIR)",
+   },
+}

@@ -1,7 +1,7 @@
 std = "luajit"
 max_line_length = 120
-files["lua/"] = { read_globals = { "ngx" } }
-files["spec/"] = { std = "+busted", read_globals = { "ngx" } }
-files["examples/"] = { read_globals = { "ngx" } }
-files["bench/"] = { read_globals = { "ngx" } }
+files["lua/"] = { globals = { "ngx" } }
+files["spec/"] = { std = "+busted", globals = { "ngx" } }
+files["examples/"] = { globals = { "ngx" } }
+files["bench/"] = { globals = { "ngx" } }
 exclude_files = { "node_modules/", "build/" }

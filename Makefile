@@ -26,7 +26,7 @@ ASAN_LIB = $(BUILD)/asan/librestypassport.so
 ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
 SUITES = lint unit asan valgrind integration
 
-.PHONY: all test install clean deps lint bench $(addprefix test-,$(SUITES))
+.PHONY: all test setup run-tests install clean deps lint bench $(addprefix test-,$(SUITES))
 
 all: $(CORE_LIB)
 
@@ -45,7 +45,18 @@ install: all
 
 # Every suite writes busted-style JSON into $(RESULTS); the summary counts
 # them and prints the closing "N passed, N failed" line.
-test: all $(ASAN_LIB)
+test: setup
+	@$(MAKE) --no-print-directory run-tests
+
+# What a fresh machine lacks: Debian packages, then the pinned npm packages
+# (npm ci only when the lock changed since the last install).
+setup:
+	tools/deps.sh
+	@if [ ! -f node_modules/.package-lock.json ] || \
+	    [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  npm ci --no-audit --no-fund; fi
+
+run-tests: all $(ASAN_LIB)
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	-@$(MAKE) --no-print-directory -k $(addprefix test-,$(SUITES))
 	@luajit tools/test-summary.lua $(RESULTS) $(SUITES)

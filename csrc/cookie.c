@@ -55,8 +55,12 @@ static long uri_decode(unsigned char *out, const unsigned char *s, size_t n)
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         if (s[i] != '%') {
-            o += put_latin1(out + o, s + i, 1);
-            i++;
+            /* The whole run up to the next escape at once: signed values
+             * are mostly plain ASCII with a few "%3A"/"%2B"/"%2F". */
+            const unsigned char *pct = memchr(s + i, '%', n - i);
+            size_t run = (pct ? (size_t)(pct - s) : n) - i;
+            o += put_latin1(out + o, s + i, run);
+            i += run;
             continue;
         }
         int b = pct_byte(s, n, i);

@@ -68,6 +68,12 @@ static int string(parser *p, value *v, enum key *key)
     v->start = p->i++;
     v->escaped = 0;
     for (;;) {
+        /* Most bytes of a record are plain string text: skip them in a
+         * tight loop (the keys we match still take the slow path). */
+        if (key == NULL)
+            while (p->i < p->n && p->s[p->i] >= 0x20 && p->s[p->i] != '"' &&
+                   p->s[p->i] != '\\')
+                p->i++;
         if (p->i >= p->n) return RP_EJSON;
         unsigned char c = p->s[p->i++];
         unsigned ch = c;
@@ -274,6 +280,8 @@ static int container(parser *p, value *v, int depth, enum scope scope)
             }
         }
         if ((rc = parse_value(p, &mv, depth + 1, inner)) != RP_OK) return rc;
+        if (mv.type == RP_JSON_NUMBER && scope == SC_TOP && key == K_PASSPORT)
+            mv.truthy = number_value(p, &mv) != 0.0;
         if (is_obj && scope != SC_OTHER) {
             if (scope == SC_TOP && key == K_COOKIE && mv.type == RP_JSON_OBJECT)
                 p->out->flags |= RP_SF_COOKIE;
@@ -315,11 +323,9 @@ static int parse_value(parser *p, value *v, int depth, enum scope scope)
         return literal(p, v, "false", RP_JSON_FALSE);
     case 'n':
         return literal(p, v, "null", RP_JSON_NULL);
-    default: {
-        int rc = number(p, v);
-        if (rc == RP_OK) v->truthy = number_value(p, v) != 0.0;
-        return rc;
-    }
+    default:
+        /* Truthiness (a strtod) only where it is read: see container(). */
+        return number(p, v);
     }
 }
 

@@ -264,32 +264,30 @@ local function identify(self, data, cookie_header, origin, query_value)
     return nil
 end
 
--- Step 5: the operator's callback decides, once.
-local function decide(self, data, fail)
-    local callback, args
-    if fail then
-        callback = self.fail
-        if not callback then
-            return false, fail
-        end
-        args = { fail.message, fail.is_error }
-    else
-        callback = self.success
-        if not callback then
-            return true
-        end
-    end
-
-    local r = host.run(function(finish)
+-- The callback runs through host.run, which may wait for an accept called
+-- later.  Kept apart from decide(): a function that creates closures cannot
+-- be compiled on its early-return paths (LuaJIT NYI: UCLO).
+local function run_callback(self, callback, data, fail)
+    return host.run(function(finish)
         local function accept(err, allowed)
             finish({ err = err, allowed = allowed })
         end
         if fail then
-            callback(data, args[1], args[2], accept)
+            callback(data, fail.message, fail.is_error, accept)
         else
             callback(data, accept)
         end
     end, self.accept_timeout)
+end
+
+-- Step 5: the operator's callback decides, once.
+local function decide(self, data, fail)
+    local callback = fail and self.fail or self.success
+    if not callback then
+        if fail then return false, fail end
+        return true
+    end
+    local r = run_callback(self, callback, data, fail)
 
     local which = fail and "fail" or "success"
     if r.thrown then

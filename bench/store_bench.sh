@@ -2,7 +2,8 @@
 # Session gets/s through the Redis store inside nginx (1 worker, wrk)
 # against redis-benchmark -t get (1 connection, no pipelining), as a ratio.
 # Usage: bench/store_bench.sh   (or `make bench-store`; needs `make` first)
-# Environment: BENCH_SECONDS (default 5), BENCH_CONNECTIONS (default 50).
+# Environment: BENCH_SECONDS (per wrk run, default 3), BENCH_CONNECTIONS
+# (default 50), BENCH_ROUNDS (default 3; medians are printed).
 # Needs: luajit, nginx + libnginx-mod-http-lua, redis-server,
 # redis-benchmark, wrk (Debian/Ubuntu: apt-get install -y wrk).
 set -eu

@@ -22,10 +22,12 @@
 -- most one bulk string, so the Lua reader is two calls that copy out of
 -- the cosocket buffer; redisReader needs receiveany + feed + get-reply +
 -- free, and reading its redisReply from Lua ties the code to one hiredis
--- ABI.  Measured (bench/store_bench.sh, which serves both side by side from
--- one nginx worker, 200-byte record, wrk -c10..100, 2 cores): 19-22k gets/s
--- either way, the two within run-to-run noise (Lua/FFI 0.84-1.07).  Equal
--- speed, so the simpler one that keeps libhiredis out of nginx wins.
+-- ABI.  Measured with bench/store_bench.sh, which serves both side by side
+-- from one nginx worker (200-byte record, wrk -c10..100, a shared 2-core
+-- VM): 19-48k gets/s depending on the machine's load, the two always within
+-- run-to-run noise of each other (Lua/FFI 0.83-1.18 per run, medians
+-- 0.98-1.13).  Equal speed, so the simpler one, which keeps libhiredis out
+-- of nginx, wins.
 local ffi = require "ffi"
 
 local byte = string.byte

@@ -95,4 +95,4 @@ clean:
 	rm -rf $(BUILD)
 
 # Each concern keeps its rules in its own fragment.
-include mk/redis.mk mk/bench.mk mk/fuzz.mk
+include mk/redis.mk mk/bench.mk mk/fuzz.mk mk/authorize.mk

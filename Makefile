@@ -24,7 +24,7 @@ BUSTED = busted --lua=luajit
 RUN = tools/run-suite.sh $(RESULTS)
 ASAN_LIB = $(BUILD)/asan/librestypassport.so
 ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
-SUITES = lint unit asan valgrind integration
+SUITES = lint unit asan valgrind integration fuzz
 
 .PHONY: all test setup run-tests install clean deps lint bench $(addprefix test-,$(SUITES))
 
@@ -90,6 +90,9 @@ test-integration: all
 
 deps:
 	tools/deps.sh
+
+test-fuzz:
+	FUZZ_JSON=$(RESULTS)/fuzz.json $(MAKE) --no-print-directory fuzz-smoke
 
 clean:
 	rm -rf $(BUILD)

@@ -8,7 +8,7 @@ set -u
 bin=$1 secs=$2
 shift 2
 mkdir -p fuzz/out fuzz/corpus-run
-summary="" failed=0
+summary="" failed=0 json_ok="" json_bad=""
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 for t in "$@"; do
@@ -47,7 +47,16 @@ for t in "$@"; do
     echo "fuzz: $line"
     summary="$summary$line
 "
+    entry="{\"name\":\"fuzz $t ${secs}s: ${runs:-?} runs\"}"
+    if [ "$verdict" = ok ]; then json_ok="$json_ok${json_ok:+,}$entry"
+    else json_bad="$json_bad${json_bad:+,}$entry"; fi
 done
+
+# For the test summary: the same verdicts in busted's JSON shape.
+if [ -n "${FUZZ_JSON:-}" ]; then
+    printf '{"successes":[%s],"failures":[%s],"errors":[],"pending":[]}\n' \
+        "$json_ok" "$json_bad" > "$FUZZ_JSON"
+fi
 
 echo
 echo "fuzz summary (${secs}s per target, libFuzzer + ASan + UBSan):"

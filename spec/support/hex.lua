@@ -5,8 +5,11 @@ local tonumber = tonumber
 
 local _M = {}
 
+local null = require("cjson").null
+
+-- JSON null (cjson.null) and nil both mean "no value".
 function _M.decode(h)
-    if h == nil then return nil end
+    if h == nil or h == null then return nil end
     return (gsub(h, "%x%x", function(b) return char(tonumber(b, 16)) end))
 end
 

@@ -10,7 +10,12 @@ local reasons = core.reasons
 local band = require("bit").band
 local ffi_new = ffi.new
 local json_decode = cjson.new().decode
+local byte = string.byte
+local char = string.char
+local concat = table.concat
 local error = error
+local find = string.find
+local floor = math.floor
 local sub = string.sub
 local tonumber = tonumber
 local type = type
@@ -36,14 +41,106 @@ local E_NOTOBJECT = C.RP_ENOTOBJECT
 
 local info = ffi_new("rp_session")
 
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- node-redis decodes a record as UTF-8 before JSON.parse, replacing each
+-- maximal invalid subsequence with U+FFFD (the WHATWG decoder's rule).
+local function sanitize_utf8(s)
+    local out, n, i, len = {}, 0, 1, #s
+    local start = 1
+    while i <= len do
+        local c = byte(s, i)
+        if c < 0x80 then
+            i = i + 1
+        else
+            local need, lo, hi = 0, 0x80, 0xBF
+            if c >= 0xC2 and c <= 0xDF then need = 1
+            elseif c >= 0xE0 and c <= 0xEF then
+                need = 2
+                if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+            elseif c >= 0xF0 and c <= 0xF4 then
+                need = 3
+                if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+            end
+            local k = 1
+            while k <= need do
+                local b = byte(s, i + k)
+                if not b or b < lo or b > hi then break end
+                lo, hi = 0x80, 0xBF
+                k = k + 1
+            end
+            if need > 0 and k > need then
+                i = i + need + 1
+            else
+                n = n + 1
+                out[n] = sub(s, start, i - 1) .. REPLACEMENT
+                i = i + (need > 0 and k or 1)
+                start = i
+            end
+        end
+    end
+    if n == 0 then return s end
+    out[n + 1] = sub(s, start)
+    return concat(out)
+end
+
+local function utf8_char(cp)
+    if cp < 0x80 then return char(cp) end
+    if cp < 0x800 then return char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
+    if cp < 0x10000 then
+        return char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+    end
+    return char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
+                0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+local ESCAPES = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f",
+                  n = "\n", r = "\r", t = "\t" }
+
+-- A JSON string body (validated by the C scanner) to bytes.  JS strings may
+-- hold lone surrogates ("\ud800"), which cjson refuses: they become their
+-- 3-byte (WTF-8) form, and surrogate pairs become one 4-byte character.
+local function unescape(body)
+    local out, n, i = {}, 0, 1
+    while true do
+        local j = find(body, "\\", i, true)
+        if not j then break end
+        n = n + 1
+        out[n] = sub(body, i, j - 1)
+        local e = sub(body, j + 1, j + 1)
+        if e == "u" then
+            local cp = tonumber(sub(body, j + 2, j + 5), 16)
+            i = j + 6
+            if cp >= 0xD800 and cp <= 0xDBFF and sub(body, i, i + 1) == "\\u" then
+                local lo = tonumber(sub(body, i + 2, i + 5), 16)
+                if lo >= 0xDC00 and lo <= 0xDFFF then
+                    cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
+                    i = i + 6
+                end
+            end
+            out[n] = out[n] .. utf8_char(cp)
+        else
+            out[n] = out[n] .. ESCAPES[e]
+            i = j + 2
+        end
+    end
+    out[n + 1] = sub(body, i)
+    return concat(out)
+end
+
 local function user_value(json, off, len, typ, escaped)
     local raw = sub(json, off + 1, off + len)
     if typ == T_NUMBER then
         return tonumber(raw)
-    elseif typ == T_STRING and not escaped then
-        return sub(raw, 2, -2)
     elseif typ == T_TRUE then
         return true
+    end
+    if find(raw, "[\128-\255]") then
+        raw = sanitize_utf8(raw)
+    end
+    if typ == T_STRING then
+        raw = sub(raw, 2, -2)
+        return escaped and unescape(raw) or raw
     end
     return json_decode(raw)
 end

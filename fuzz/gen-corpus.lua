@@ -138,7 +138,8 @@ local b64s = {
 for k, s in pairs(b64s) do write("base64_decode", k, s) end
 
 -- session_parse: connect-redis records and broken ones
-local cookie_part = '"cookie":{"originalMaxAge":86400000,"expires":"2026-11-24T09:12:44.318Z","secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}'
+local cookie_part = '"cookie":{"originalMaxAge":86400000,"expires":"2026-11-24T09:12:44.318Z",'
+    .. '"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}'
 local sess = {
     real = io.open("bench/session-300.json"):read("*a"),
     user_number_zero = '{' .. cookie_part .. ',"passport":{"user":0}}',

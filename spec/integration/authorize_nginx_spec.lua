@@ -30,7 +30,7 @@ describe("auth:access() in nginx", function()
                                             success = function() end }
         auth_deferred = passport.authorize { secret = secret, store = store,
             success = function(_, accept)
-                ngx.timer.at(0.2, function() accept(nil, true) end)
+                ngx.timer.at(0.5, function() accept(nil, true) end)
             end }
         auth_down = passport.authorize { secret = secret,
             store = passport.redis { port = %d, connect_timeout = 200 } }
@@ -175,11 +175,27 @@ describe("auth:access() in nginx", function()
         assert.is_true(took >= 0.3 and took < 2, "took " .. took)
     end)
 
+    -- passport.socketio's test/authorizer.withSuccess.test.js, in the gateway:
+    -- success keeps accept and calls it later; until then nothing connects.
     it("waits for an accept called later (passport.socketio withSuccess)", function()
         local cookie = node.login(app.port, "ann", "pw1")
-        local st, body = nginx:get("/deferred", { Cookie = cookie })
-        assert.equal(200, st)
+        local c = nginx:send("/deferred", { Cookie = cookie })
+        c:settimeout(0.3)
+        local early, err = c:receive("*l")
+        assert.is_nil(early)          -- not connected while accept is pending
+        assert.equal("timeout", err)
+        c:settimeout(5)
+        local st, body = nginx:receive(c)
+        assert.equal(200, st)         -- connected once accept(null, true) ran
         assert.equal("in", body)
+    end)
+
+    -- passport.socketio's test/authorizer.test.js: not logged in is refused,
+    -- logged in connects (both covered above through a real socket.io client).
+    it("refuses a client that is not logged in and connects one that is", function()
+        local r = gateway(nil, "websocket")
+        assert.is_false(r.connected)
+        assert.is_true(gateway(node.login(app.port, "ann", "pw1"), "websocket").connected)
     end)
 
     it("logs rejections without cookie values or secrets", function()

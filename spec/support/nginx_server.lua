@@ -21,6 +21,7 @@
 -- port.  The nginx binary and module directory can be overridden with
 -- NGINX and NGINX_MODULES in the environment.
 local socket = require "socket"
+local proc = require "support.proc"
 
 local M = {}
 
@@ -29,21 +30,8 @@ M.modules = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
 
 local running = {} -- pid -> true, for the exit hook
 
--- Runs a shell command: its output and whether it exited with 0.
-local function sh(cmd)
-    local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"rc=$?\""))
-    local out = p:read("*a")
-    p:close()
-    local rc = tonumber(out:match("rc=(%d+)%s*$"))
-    return out:gsub("rc=%d+%s*$", ""), rc == 0
-end
-
-local function free_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
-end
+local sh = proc.sh
+local free_port = proc.free_port
 M.free_port = free_port
 
 -- The repository root: this file is <root>/spec/support/nginx_server.lua.
@@ -139,17 +127,7 @@ function Server:get(path, headers, timeout)
     return self:receive(self:send(path, headers, timeout))
 end
 
--- A zombie (exited, not yet reaped by its parent) counts as gone.
-local function alive(pid)
-    local f = io.open("/proc/" .. pid .. "/stat")
-    if f then
-        local stat = f:read("*a") or ""
-        f:close()
-        return not stat:match("^%d+ %b() Z")
-    end
-    local _, ok = sh("kill -0 " .. pid)
-    return ok and not io.open("/proc/self/stat")
-end
+local alive = proc.alive
 
 function M.start(opts)
     opts = opts or {}

@@ -6,6 +6,7 @@ local http = require "socket.http"
 local ltn12 = require "ltn12"
 local cjson = require "cjson"
 local nginx_server = require "support.nginx_server"
+local proc = require "support.proc"
 
 local M = {}
 local ROOT = nginx_server.root
@@ -13,10 +14,7 @@ local ROOT = nginx_server.root
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function sh(cmd)
-    local p = assert(io.popen("(" .. cmd .. ") 2>&1"))
-    local out = p:read("*a")
-    p:close()
-    return out
+    return (proc.sh(cmd))
 end
 
 local App = {}
@@ -24,7 +22,7 @@ App.__index = App
 
 -- env: REDIS_PORT, SECRET, PREFIX.  Waits for "listening" in the log.
 function M.start_app(env)
-    local self = setmetatable({ port = nginx_server.free_port() }, App)
+    local self = setmetatable({ port = proc.free_port() }, App)
     self.log = os.tmpname()
     local vars = { "PORT=" .. self.port }
     for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end

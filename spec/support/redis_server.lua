@@ -17,38 +17,15 @@
 -- Every server still running when the Lua state closes is killed, so a
 -- failing spec does not leave one behind.
 local socket = require "socket"
+local proc = require "support.proc"
 
 local M = {}
 
 local running = {} -- pid -> server, for the exit hook
 
--- Runs a shell command: its output and whether it exited with 0.
-local function sh(cmd)
-    local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"rc=$?\""))
-    local out = p:read("*a")
-    p:close()
-    local rc = tonumber(out:match("rc=(%d+)%s*$"))
-    return out:gsub("rc=%d+%s*$", ""), rc == 0
-end
-
--- A zombie (exited, not yet reaped by its parent) counts as gone.
-local function alive(pid)
-    local f = io.open("/proc/" .. pid .. "/stat")
-    if f then
-        local stat = f:read("*a") or ""
-        f:close()
-        return not stat:match("^%d+ %b() Z")
-    end
-    local _, ok = sh("kill -0 " .. pid)
-    return ok and not io.open("/proc/self/stat")
-end
-
-function M.free_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
-end
+local sh = proc.sh
+local alive = proc.alive
+M.free_port = proc.free_port
 
 function M.tmpdir(tag)
     local out = sh("mktemp -d /tmp/passport-" .. (tag or "spec") .. ".XXXXXX")

@@ -1,0 +1,36 @@
+-- Process helpers shared by the spec servers: shell commands, free ports,
+-- liveness of a pid.
+local socket = require "socket"
+
+local M = {}
+
+-- Runs a shell command: its output (stdout and stderr) and whether it
+-- exited with 0.
+function M.sh(cmd)
+    local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"rc=$?\""))
+    local out = p:read("*a")
+    p:close()
+    local rc = tonumber(out:match("rc=(%d+)%s*$"))
+    return (out:gsub("rc=%d+%s*$", "")), rc == 0
+end
+
+-- A port nobody listens on right now (bound to 0, read back, released).
+function M.free_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
+end
+
+-- A zombie (exited, not yet reaped by its parent) counts as gone.
+function M.alive(pid)
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if not f then
+        return false
+    end
+    local stat = f:read("*a") or ""
+    f:close()
+    return not stat:match("^%d+ %b() Z")
+end
+
+return M

@@ -76,7 +76,8 @@ function _M.keyring(secrets, algorithm)
     elseif algorithm ~= nil and algorithm ~= "sha256" then
         error("bad argument #2 to 'keyring' (\"sha256\" or \"sha1\" expected)", 2)
     end
-    return keyring(secrets, alg, 2)
+    local ring = keyring(secrets, alg, 2) -- no tail call: error levels
+    return ring
 end
 
 local function ring_of(secrets, alg, level)
@@ -86,7 +87,9 @@ local function ring_of(secrets, alg, level)
         end
         return secrets
     end
-    return keyring(secrets, alg, level + 1)
+    -- Not a tail call: the error levels count this frame.
+    local ring = keyring(secrets, alg, level + 1)
+    return ring
 end
 
 -- Several Cookie header lines count as one, joined the way Node joins them.
@@ -148,16 +151,22 @@ function _M.unsign(value, secrets)
     return ffi_string(p, len_out[0]), rc + 1
 end
 
+-- base64 HMAC of data under the first key; fname names the public caller
+-- in argument errors.
+local function mac(data, keys, alg, url, fname)
+    if type(data) ~= "string" then
+        error("bad argument #1 to '" .. fname .. "' (string expected, got "
+              .. type(data) .. ")", 3)
+    end
+    local ring = ring_of(keys, alg, 3)
+    return ffi_string(sig_buf, C.rp_hmac_b64(ring.keys, data, #data, url, sig_buf, 64))
+end
+
 -- The cookie value express-session sets for sid: "s:<sid>.<sig>" (before
 -- the URL-encoding that Set-Cookie adds).  The first secret signs.
 function _M.sign(sid, secrets)
-    if type(sid) ~= "string" then
-        error("bad argument #1 to 'sign' (string expected, got "
-              .. type(sid) .. ")", 2)
-    end
-    local ring = ring_of(secrets, SHA256, 2)
-    local n = C.rp_hmac_b64(ring.keys, sid, #sid, 0, sig_buf, 64)
-    return "s:" .. sid .. "." .. ffi_string(sig_buf, n)
+    local sig = mac(sid, secrets, SHA256, 0, "sign")
+    return "s:" .. sid .. "." .. sig
 end
 
 -- The hot path: the verified session id from a Cookie header.  ring comes
@@ -215,13 +224,8 @@ end
 
 -- keygrip's sign(data) with the first key: URL-safe base64 HMAC-SHA1.
 function _M.keygrip_sign(data, keys)
-    if type(data) ~= "string" then
-        error("bad argument #1 to 'keygrip_sign' (string expected, got "
-              .. type(data) .. ")", 2)
-    end
-    local ring = ring_of(keys, SHA1, 2)
-    local n = C.rp_hmac_b64(ring.keys, data, #data, 1, sig_buf, 64)
-    return ffi_string(sig_buf, n)
+    local sig = mac(data, keys, SHA1, 1, "keygrip_sign") -- no tail call: error levels
+    return sig
 end
 
 return _M

@@ -76,6 +76,21 @@ describe("cookie.sign and cookie.unsign", function()
         assert.has_error(function() cookie.sign("a", { 1 }) end)
     end)
 
+    it("points misuse errors at the caller's line", function()
+        local function where(f)
+            local _, err = pcall(f)
+            return err
+        end
+        assert.matches("^spec/unit/cookie_spec%.lua:%d+: bad argument #1 to 'sign'",
+                       where(function() cookie.sign(5, "k") end))
+        assert.matches("^spec/unit/cookie_spec%.lua:%d+: secret #1 must be",
+                       where(function() cookie.unsign("s:a.b", { "" }) end))
+        assert.matches("^spec/unit/cookie_spec%.lua:%d+: secret #1 must be",
+                       where(function() cookie.keyring({ "" }) end))
+        assert.matches("^spec/unit/cookie_spec%.lua:%d+: bad argument #1 to 'keygrip_sign'",
+                       where(function() cookie.keygrip_sign(nil, "k") end))
+    end)
+
     it("accepts secrets of any length", function()
         for _, n in ipairs { 1, 63, 64, 65, 200, 5000 } do
             local s = string.rep("k", n)

@@ -199,6 +199,12 @@ local dates = {
     bad_month = "2026-13-01", day_zero = "2026-01-00", short = "202", empty = "",
     epoch = "1970-01-01T00:00:00.000Z", pre_epoch = "1969-12-31T23:59:59.999Z",
     rfc1123 = "Tue, 24 Nov 2026 09:12:44 GMT",
+    to_string = "Tue Nov 24 2026 09:12:44 GMT+0000 (Coordinated Universal Time)",
+    to_string_offset = "Tue Nov 24 2026 10:12:44 GMT+0100 (Central European Standard Time)",
+    slashes_ymd = "2026/11/24", slashes_mdy = "11/24/2026 09:12", utc_word = "24 Nov 2026 UTC",
+    offset_colon = "Nov 24 2026 09:12 +05:30", unclosed_comment = "Nov 24 2026 (oops",
+    feb30 = "2026-02-30T00:00:00.000Z", lower_t = "2026-11-24t09:12:44.318z",
+    space_t = "2026-11-24 09:12:44.318Z", big_number = "Nov 24 999999999",
 }
 for k, s in pairs(dates) do write("parse_date", k, s) end
 print("seed corpora written under fuzz/corpus/")

@@ -10,6 +10,11 @@
 const cookie = require('cookie');
 const signature = require('cookie-signature');
 
+// Which versions ran, for the report (express-session 1.19 pins ~0.7.2 and
+// ~1.0.7).
+console.log('peer cookie@' + require('cookie/package.json').version +
+            ' cookie-signature@' + require('cookie-signature/package.json').version);
+
 const RUNS = 9;
 const RUN_NS = 150e6;
 

@@ -101,11 +101,11 @@ if not c then
     os.exit(1)
 end
 
+-- The peer runs on the repository's node_modules (`npm ci`), nothing else.
 local node_ok = io.open("node_modules/cookie-signature/package.json")
-    or os.getenv("NODE_PATH")
 local nd, nd_out
 if node_ok then
-    if io.type(node_ok) == "file" then node_ok:close() end
+    node_ok:close()
     nd, nd_out = run_peer(table.concat({ sh_quote(node), "bench/node.js",
         sh_quote(HEADER), NAME, sh_quote(SECRET), SID }, " "))
 else
@@ -138,9 +138,10 @@ end
 -- The report.
 local a, cn = c.unsign, nd and nd.express_sid
 local p = print
-p(("lua-resty-passport core benchmark: %s, %s, %s, node %s"):format(
+p(("lua-resty-passport core benchmark: %s, %s, %s, node %s (%s)"):format(
     cpu_model(), jit.version, os.date("!%Y-%m-%d"),
-    (io.popen(sh_quote(node) .. " -v 2>/dev/null"):read("*l") or "?")))
+    (io.popen(sh_quote(node) .. " -v 2>/dev/null"):read("*l") or "?"),
+    nd_out and nd_out:match("peer ([^\n]+)") or "peer not run"))
 p(("ns/op, median of %d runs of ~%d ms each, after warm-up"):format(
     h.RUNS, h.RUN_NS / 1e6))
 p()

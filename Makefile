@@ -15,7 +15,7 @@ ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -fPIC \
              -fvisibility=hidden $(CFLAGS)
 LDFLAGS ?=
 
-CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c
+CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c csrc/ws.c
 CORE_HDR = csrc/passport.h csrc/internal.h
 CORE_LIB = $(BUILD)/librestypassport.so
 

@@ -31,7 +31,16 @@ enum {
     RP_EDEPTH = -7,     /* JSON nested deeper than allowed */
     RP_ENOTOBJECT = -8, /* JSON top level is not an object */
     RP_EARG = -9,       /* bad argument (unknown algorithm, empty key) */
-    RP_ENOSIG = -10     /* cookie-session: the ".sig" cookie is missing */
+    RP_ENOSIG = -10,    /* cookie-session: the ".sig" cookie is missing */
+    /* WebSocket frames (RFC 6455): each maps to a close code, see below */
+    RP_EPROTO = -11,     /* close payload of 1 byte, or a bad close code */
+    RP_EBIGFRAME = -12,  /* payload longer than the caller's maximum (1009) */
+    RP_EUTF8 = -13,      /* text or close reason not valid UTF-8 (1007) */
+    RP_ERSV = -14,       /* reserved bit set with no extension for it */
+    RP_EOPCODE = -15,    /* opcode 3-7 or 11-15 */
+    RP_ECONTROL = -16,   /* control frame fragmented or over 125 bytes */
+    RP_ELENGTH = -17,    /* non-minimal length, or 64-bit length top bit set */
+    RP_EUNMASKED = -18   /* client frame without a mask */
 };
 
 /* ---- keys: a secret's HMAC state, precomputed once ---------------------- */
@@ -142,5 +151,71 @@ RP_API int rp_session_parse(const char *json, size_t len, int max_depth,
 RP_API int rp_parse_date(const char *s, size_t len, double *ms);
 
 RP_API const char *rp_version(void);
+
+/* ---- WebSocket frames (RFC 6455) ---------------------------------------- */
+
+enum {
+    RP_WS_CONT = 0x0, RP_WS_TEXT = 0x1, RP_WS_BINARY = 0x2,
+    RP_WS_CLOSE = 0x8, RP_WS_PING = 0x9, RP_WS_PONG = 0xA
+};
+
+/* Sec-WebSocket-Accept for a client's Sec-WebSocket-Key: base64(SHA-1(key
+ * + GUID)), 28 characters into out (not NUL-terminated).  The key must be
+ * 22 base64 characters and "==" (16 bytes), as npm `ws` checks; else RP_EARG. */
+RP_API int rp_ws_accept(const char *key, size_t key_len, char *out);
+
+typedef struct rp_ws_frame {
+    uint64_t payload_len;
+    uint32_t header_len; /* 2 to 14: the payload starts here */
+    uint8_t fin;
+    uint8_t rsv;    /* RSV1 << 2 | RSV2 << 1 | RSV3 */
+    uint8_t opcode;
+    uint8_t masked;
+    unsigned char mask[4]; /* zeros when not masked */
+} rp_ws_frame;
+
+/* Parses a frame header from the first len bytes received.  Returns RP_OK
+ * with *out filled, a positive n when n more bytes are needed before it can
+ * decide, or an error: RP_ERSV (a reserved bit not in rsv_allowed, the same
+ * bit layout as rsv), RP_EOPCODE, RP_ECONTROL, RP_ELENGTH, RP_EUNMASKED
+ * (require_mask != 0, the server side) or RP_EBIGFRAME (over max_len).
+ * Errors visible in the first two bytes are reported before asking for more,
+ * so a peer cannot make us wait for the rest of a frame we will refuse. */
+RP_API int rp_ws_parse_header(const unsigned char *buf, size_t len,
+                              int require_mask, unsigned rsv_allowed,
+                              uint64_t max_len, rp_ws_frame *out);
+
+/* XORs data in place with key; offset is data's position in the payload,
+ * so a payload that arrives in pieces is unmasked piece by piece. */
+RP_API void rp_ws_unmask(unsigned char *data, size_t len,
+                         const unsigned char key[4], uint64_t offset);
+
+/* Writes a frame header into out (14 bytes at most); mask NULL for server
+ * frames, else the 4 key bytes (the caller masks the payload).  Returns the
+ * header length, or RP_EARG for an unknown opcode, a control frame that is
+ * fragmented or over 125 bytes, or len >= 2^63. */
+RP_API int rp_ws_header(unsigned char *out, int fin, int opcode, uint64_t len,
+                        const unsigned char *mask);
+
+/* Incremental UTF-8 validation (RFC 3629: shortest forms only, no
+ * surrogates, at most U+10FFFF).  *state starts at 0 and carries a sequence
+ * split between calls.  Returns RP_OK when the bytes so far end on a
+ * character boundary, RP_UTF8_INCOMPLETE when they end inside a sequence
+ * that may still be completed, RP_EUTF8 otherwise (and the state stays
+ * invalid).  A message is valid when its last piece returns RP_OK. */
+enum { RP_UTF8_INCOMPLETE = 1 };
+RP_API int rp_utf8_validate(const unsigned char *s, size_t len,
+                            uint32_t *state);
+
+/* 1 when code may travel in a close frame (RFC 6455 7.4: 1000-1003,
+ * 1007-1011, 3000-4999), else 0. */
+RP_API int rp_ws_close_code_ok(int code);
+
+/* Reads a close frame's payload: empty gives *code 1005 (no status, never
+ * sent on the wire) and an empty reason; else a valid code and a UTF-8
+ * reason at payload + 2.  RP_EPROTO for one byte, a bad code or over 125
+ * bytes; RP_EUTF8 for a bad reason. */
+RP_API int rp_ws_close_parse(const unsigned char *payload, size_t len,
+                             int *code);
 
 #endif

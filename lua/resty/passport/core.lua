@@ -61,6 +61,39 @@ int rp_parse_date(const char *s, size_t len, double *ms);
 const char *rp_version(void);
 ]]
 
+-- WebSocket frames (RFC 6455): the last section of passport.h.
+ffi.cdef [[
+enum {
+    RP_EPROTO = -11, RP_EBIGFRAME = -12, RP_EUTF8 = -13, RP_ERSV = -14,
+    RP_EOPCODE = -15, RP_ECONTROL = -16, RP_ELENGTH = -17, RP_EUNMASKED = -18
+};
+enum {
+    RP_WS_CONT = 0x0, RP_WS_TEXT = 0x1, RP_WS_BINARY = 0x2,
+    RP_WS_CLOSE = 0x8, RP_WS_PING = 0x9, RP_WS_PONG = 0xA
+};
+int rp_ws_accept(const char *key, size_t key_len, char *out);
+typedef struct rp_ws_frame {
+    uint64_t payload_len;
+    uint32_t header_len;
+    uint8_t fin;
+    uint8_t rsv;
+    uint8_t opcode;
+    uint8_t masked;
+    unsigned char mask[4];
+} rp_ws_frame;
+int rp_ws_parse_header(const unsigned char *buf, size_t len,
+                       int require_mask, unsigned rsv_allowed,
+                       uint64_t max_len, rp_ws_frame *out);
+void rp_ws_unmask(unsigned char *data, size_t len, const unsigned char key[4],
+                  uint64_t offset);
+int rp_ws_header(unsigned char *out, int fin, int opcode, uint64_t len,
+                 const unsigned char *mask);
+enum { RP_UTF8_INCOMPLETE = 1 };
+int rp_utf8_validate(const unsigned char *s, size_t len, uint32_t *state);
+int rp_ws_close_code_ok(int code);
+int rp_ws_close_parse(const unsigned char *payload, size_t len, int *code);
+]]
+
 -- Where the library was found, for error messages and tests.
 _M.path = nil
 
@@ -99,6 +132,15 @@ _M.reasons = {
     [-8] = "JSON is not an object",
     [-9] = "invalid argument",
     [-10] = "signature cookie not found",
+    -- WebSocket frames
+    [-11] = "protocol error",
+    [-12] = "frame too large",
+    [-13] = "invalid UTF-8",
+    [-14] = "reserved bits set",
+    [-15] = "unknown opcode",
+    [-16] = "invalid control frame",
+    [-17] = "invalid payload length",
+    [-18] = "client frame not masked",
 }
 
 if ffi.string(C.rp_version()) ~= _M._VERSION then

@@ -1,0 +1,259 @@
+-- RFC 6455 frames (C core through FFI): the handshake's accept key, header
+-- parsing and encoding, unmasking, UTF-8 validation and close payloads.
+-- Pure functions on strings; the socket loop is built on top of them.
+local ffi = require "ffi"
+local bit = require "bit"
+local core = require "resty.passport.core"
+
+local C = core.C
+local reasons = core.reasons
+local ffi_copy = ffi.copy
+local ffi_new = ffi.new
+local ffi_string = ffi.string
+local band = bit.band
+local char = string.char
+local error = error
+local floor = math.floor
+local rshift = bit.rshift
+local setmetatable = setmetatable
+local tonumber = tonumber
+local type = type
+
+local _M = {
+    _VERSION = "0.1.0",
+    -- Opcodes by name, for encode and for reading header.opcode.
+    CONTINUATION = 0x0, TEXT = 0x1, BINARY = 0x2,
+    CLOSE = 0x8, PING = 0x9, PONG = 0xA,
+}
+
+-- Largest payload length a Lua number holds exactly: the default maximum.
+local MAX_EXACT = 2 ^ 53 - 1
+
+local opcodes = {
+    continuation = 0x0, text = 0x1, binary = 0x2,
+    close = 0x8, ping = 0x9, pong = 0xA,
+}
+
+local accept_buf = ffi_new("char[28]")
+local hdr = ffi_new("rp_ws_frame")
+local code_out = ffi_new("int[1]")
+local state_one = ffi_new("uint32_t[1]")
+
+-- One output buffer for all calls: nothing yields between the C call that
+-- fills it and the ffi.string that copies it out.
+local buf, buf_size = nil, 0
+local function get_buf(n)
+    if n > buf_size then
+        local size = 4096
+        while size < n do size = size * 2 end
+        buf, buf_size = ffi_new("unsigned char[?]", size), size
+    end
+    return buf
+end
+
+-- Sec-WebSocket-Accept for a Sec-WebSocket-Key, or nil and a reason.
+function _M.accept_key(key)
+    if type(key) ~= "string" then
+        return nil, "invalid Sec-WebSocket-Key"
+    end
+    if C.rp_ws_accept(key, #key, accept_buf) ~= 0 then
+        return nil, "invalid Sec-WebSocket-Key"
+    end
+    return ffi_string(accept_buf, 28)
+end
+
+-- The header at the start of str: a table, or nil, "need", n when n more
+-- bytes are needed, or nil and a reason (core.reasons).  require_mask: true
+-- for frames from a client.  max_len: largest payload accepted (default
+-- 2^53 - 1).  rsv_allowed: reserved bits an extension uses (RSV1 = 4).
+function _M.parse_header(str, require_mask, max_len, rsv_allowed)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'parse_header' (string expected, got "
+              .. type(str) .. ")", 2)
+    end
+    if max_len == nil then
+        max_len = MAX_EXACT
+    elseif type(max_len) ~= "number" or max_len < 0 or max_len > MAX_EXACT
+           or max_len ~= floor(max_len) then
+        error("bad argument #3 to 'parse_header' (integer 0 to 2^53-1 "
+              .. "expected)", 2)
+    end
+    local rc = C.rp_ws_parse_header(str, #str, require_mask and 1 or 0,
+                                    rsv_allowed or 0, max_len, hdr)
+    if rc > 0 then
+        return nil, "need", rc
+    elseif rc < 0 then
+        return nil, reasons[rc] or "error " .. rc
+    end
+    local masked = hdr.masked ~= 0
+    return {
+        fin = hdr.fin ~= 0,
+        rsv = hdr.rsv,
+        opcode = hdr.opcode,
+        masked = masked,
+        mask = masked and ffi_string(hdr.mask, 4) or nil,
+        payload_len = tonumber(hdr.payload_len),
+        header_len = hdr.header_len,
+    }
+end
+
+local function check_key(key, fname, argn)
+    if type(key) ~= "string" or #key ~= 4 then
+        error("bad argument #" .. argn .. " to '" .. fname .. "' (4-byte "
+              .. "string expected)", 3)
+    end
+end
+
+-- str XORed with the 4-byte key; offset is str's position in the payload
+-- (default 0), for payloads that arrive in pieces.
+function _M.unmask(str, key, offset)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'unmask' (string expected, got "
+              .. type(str) .. ")", 2)
+    end
+    check_key(key, "unmask", 2)
+    if offset ~= nil and (type(offset) ~= "number" or offset < 0) then
+        error("bad argument #3 to 'unmask' (non-negative number expected)", 2)
+    end
+    local n = #str
+    local b = get_buf(n)
+    ffi_copy(b, str, n)
+    C.rp_ws_unmask(b, n, key, offset or 0)
+    return ffi_string(b, n)
+end
+
+-- One whole frame: opcode (number or name), payload (default ""), fin
+-- (default true), mask (4-byte string for client frames, nil for server).
+function _M.encode(opcode, payload, fin, mask)
+    if type(opcode) == "string" then
+        opcode = opcodes[opcode]
+    end
+    if type(opcode) ~= "number" or opcode < 0 or opcode > 15 then
+        error("bad argument #1 to 'encode' (opcode expected)", 2)
+    end
+    payload = payload or ""
+    if type(payload) ~= "string" then
+        error("bad argument #2 to 'encode' (string expected, got "
+              .. type(payload) .. ")", 2)
+    end
+    if mask ~= nil then
+        check_key(mask, "encode", 4)
+    end
+    local n = #payload
+    local b = get_buf(14 + n)
+    local hl = C.rp_ws_header(b, fin == false and 0 or 1, opcode, n, mask)
+    if hl < 0 then
+        error("bad argument to 'encode' (unknown opcode, or a control frame "
+              .. "fragmented or over 125 bytes)", 2)
+    end
+    ffi_copy(b + hl, payload, n)
+    if mask then
+        C.rp_ws_unmask(b + hl, n, mask, 0)
+    end
+    return ffi_string(b, hl + n)
+end
+
+-- Whole-string UTF-8 check: true, or nil and a reason.
+function _M.utf8_valid(str)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'utf8_valid' (string expected, got "
+              .. type(str) .. ")", 2)
+    end
+    state_one[0] = 0
+    local rc = C.rp_utf8_validate(str, #str, state_one)
+    if rc == 0 then
+        return true
+    elseif rc > 0 then
+        return nil, "incomplete UTF-8 sequence"
+    end
+    return nil, reasons[rc]
+end
+
+-- A validator for a message that arrives in fragments:
+--   local v = frame.utf8(); v:feed(a); v:feed(b); v:finish()
+-- feed returns true, or nil and a reason once the bytes cannot be UTF-8;
+-- finish returns true when the message ends on a character boundary.
+local validator = {}
+local validator_mt = { __index = validator }
+
+function _M.utf8()
+    return setmetatable({ state = ffi_new("uint32_t[1]") }, validator_mt)
+end
+
+function validator:feed(str)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'feed' (string expected, got "
+              .. type(str) .. ")", 2)
+    end
+    local rc = C.rp_utf8_validate(str, #str, self.state)
+    if rc < 0 then
+        return nil, reasons[rc]
+    end
+    return true
+end
+
+function validator:finish()
+    if self.state[0] ~= 0 then
+        -- invalid stays invalid; an open sequence is incomplete
+        if self.state[0] == 0xFFFFFFFF then
+            return nil, reasons[C.RP_EUTF8]
+        end
+        return nil, "incomplete UTF-8 sequence"
+    end
+    return true
+end
+
+function validator:reset()
+    self.state[0] = 0
+end
+
+-- A close frame's payload: code and reason (code 1005 and "" when empty),
+-- or nil and a reason.
+function _M.parse_close(payload)
+    if type(payload) ~= "string" then
+        error("bad argument #1 to 'parse_close' (string expected, got "
+              .. type(payload) .. ")", 2)
+    end
+    local rc = C.rp_ws_close_parse(payload, #payload, code_out)
+    if rc ~= 0 then
+        return nil, rc == C.RP_EPROTO and "invalid close payload"
+                    or reasons[rc]
+    end
+    return code_out[0], payload:sub(3)
+end
+
+-- A close frame's payload for code (nil: empty) and reason (UTF-8, at most
+-- 123 bytes).
+function _M.close_payload(code, reason)
+    if code == nil then
+        if reason ~= nil and reason ~= "" then
+            error("bad argument #2 to 'close_payload' (a reason needs a "
+                  .. "code)", 2)
+        end
+        return ""
+    end
+    if type(code) ~= "number" or C.rp_ws_close_code_ok(code) == 0 then
+        error("bad argument #1 to 'close_payload' (valid close code "
+              .. "expected)", 2)
+    end
+    reason = reason or ""
+    if type(reason) ~= "string" or #reason > 123 or not _M.utf8_valid(reason)
+    then
+        error("bad argument #2 to 'close_payload' (UTF-8 string of at most "
+              .. "123 bytes expected)", 2)
+    end
+    return char(rshift(code, 8), band(code, 0xFF)) .. reason
+end
+
+-- The close code for a parse error, for the close frame we answer with.
+function _M.close_code_for(err)
+    if err == reasons[C.RP_EBIGFRAME] then
+        return 1009
+    elseif err == reasons[C.RP_EUTF8] or err == "incomplete UTF-8 sequence"
+    then
+        return 1007
+    end
+    return 1002
+end
+
+return _M

@@ -8,9 +8,10 @@ FUZZ_TIME ?= 60
 FUZZ_SMOKE_TIME ?= 3
 FUZZ_BIN = $(BUILD)/fuzz
 FUZZ_TARGETS = cookie_get cookies_get unsign keygrip_session base64_decode \
-               session_parse parse_date
+               session_parse parse_date ws_frame
 # The parsers and verifiers only: no I/O code, so no hiredis to link.
-FUZZ_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c
+FUZZ_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c \
+           csrc/ws.c
 FUZZ_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -g -O1 \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
               -Icsrc

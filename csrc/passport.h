@@ -1,8 +1,8 @@
 /*
  * lua-resty-passport C core: the FFI contract.
  *
- * lua/resty/passport/cdefs.lua mirrors the declarations below; keep the two
- * in step (spec/unit/cdefs_spec.lua checks that they agree).
+ * lua/resty/passport/core.lua mirrors the declarations below; keep the two
+ * in step (spec/unit/cdefs_spec.lua checks that every function is there).
  *
  * Rules for every function here: no I/O, no allocation, no global state.
  * Inputs carry explicit lengths and need not be NUL-terminated; outputs go to

@@ -26,17 +26,7 @@ local len_out = ffi_new("size_t[1]")
 local ptr_out = ffi_new("const char *[1]")
 local sig_buf = ffi_new("char[64]")
 
--- One output buffer for all calls: nothing yields between the C call that
--- fills it and the ffi.string that copies it out.
-local buf, buf_size = nil, 0
-local function get_buf(n)
-    if n > buf_size then
-        local size = 4096
-        while size < n do size = size * 2 end
-        buf, buf_size = ffi_new("unsigned char[?]", size), size
-    end
-    return buf
-end
+local get_buf = core.get_buf
 
 local keyring_mt = { __name = "resty.passport.keyring" }
 _M.keyring_mt = keyring_mt

@@ -94,6 +94,19 @@ int rp_ws_close_code_ok(int code);
 int rp_ws_close_parse(const unsigned char *payload, size_t len, int *code);
 ]]
 
+-- One output buffer shared by every wrapper (as lua-resty-core's
+-- get_string_buf): nothing yields between the C call that fills it and the
+-- ffi.string that copies it out.
+local buf, buf_size = nil, 0
+function _M.get_buf(n)
+    if n > buf_size then
+        local size = 4096
+        while size < n do size = size * 2 end
+        buf, buf_size = ffi.new("unsigned char[?]", size), size
+    end
+    return buf
+end
+
 -- Where the library was found, for error messages and tests.
 _M.path = nil
 

@@ -39,17 +39,7 @@ local hdr = ffi_new("rp_ws_frame")
 local code_out = ffi_new("int[1]")
 local state_one = ffi_new("uint32_t[1]")
 
--- One output buffer for all calls: nothing yields between the C call that
--- fills it and the ffi.string that copies it out.
-local buf, buf_size = nil, 0
-local function get_buf(n)
-    if n > buf_size then
-        local size = 4096
-        while size < n do size = size * 2 end
-        buf, buf_size = ffi_new("unsigned char[?]", size), size
-    end
-    return buf
-end
+local get_buf = core.get_buf
 
 -- Sec-WebSocket-Accept for a Sec-WebSocket-Key, or nil and a reason.
 function _M.accept_key(key)

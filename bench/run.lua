@@ -4,15 +4,25 @@
 --   (c) node:  cookie.parse + cookie-signature unsign (express-session 1.19)
 -- and session records: session.decode vs cjson.decode.
 --
--- usage: luajit bench/run.lua FLOOR_BINARY NODE_COMMAND
+-- usage: luajit bench/run.lua LIBFLOOR_SO [NODE]
 -- (LUA_PATH/LUA_CPATH must find lua/ and build/, as mk/bench.mk sets them)
+local ffi = require "ffi"
 local cookie = require "resty.passport.cookie"
 local session = require "resty.passport.session"
 local cjson = require "cjson"
 local h = require "bench.harness"
 
-local floor_bin, node = arg[1], arg[2] or "node"
-assert(floor_bin, "usage: luajit bench/run.lua FLOOR_BINARY [NODE]")
+local floor_lib, node = arg[1], arg[2] or "node"
+assert(floor_lib, "usage: luajit bench/run.lua LIBFLOOR_SO [NODE]")
+
+ffi.cdef [[
+int rp_bench_setup(const char *hdr, size_t hdr_len, const char *name,
+                   size_t name_len, const char *secret, size_t secret_len);
+void rp_bench_json(const char *json, size_t len);
+int rp_bench_run(int which, long n);
+]]
+local F = ffi.load(floor_lib)
+local UNSIGN, HMAC, COOKIE_GET, EXPRESS_SID, SESSION = 1, 2, 3, 4, 5
 
 local NAME = "connect.sid"
 local SECRET = "5e6f1c2a-keyboard-cat-9b7d-rotated-2026"
@@ -52,19 +62,6 @@ local function sh_quote(s)
     return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
--- Runs a peer program; returns { key = { ns = ..., share = ... } } from its
--- "key ns cpu_share" lines.
-local function run_peer(cmd)
-    local p = assert(io.popen(cmd .. " 2>&1"))
-    local out = p:read("*a")
-    local ok = p:close()
-    local res = {}
-    for k, v, sh in out:gmatch("(%S+) ([%d.]+) ([%d.]+)\n") do
-        res[k] = { ns = tonumber(v), share = tonumber(sh) }
-    end
-    return (ok and next(res)) and res or nil, out
-end
-
 local function cpu_model()
     local f = io.open("/proc/cpuinfo")
     local m = f and f:read("*a"):match("model name%s*:%s*([^\n]+)")
@@ -72,13 +69,72 @@ local function cpu_model()
     return m or "unknown CPU"
 end
 
--- A result got less than this share of a CPU: another process competed
--- with it, and its time is inflated.
+-- (c): node in its own process, NODE_ROUNDS times spread over the run; its
+-- median.  The peer runs on the repository's node_modules (`npm ci`) only.
+local NODE_ROUNDS = 3
+local node_ok = io.open("node_modules/cookie-signature/package.json")
+if node_ok then node_ok:close() end
+local node_runs, node_out = {}, "node_modules/ is missing: run `npm ci` first"
+local function run_node()
+    if not node_ok then return end
+    local p = assert(io.popen(table.concat({ sh_quote(node), "bench/node.js",
+        sh_quote(HEADER), NAME, sh_quote(SECRET), SID }, " ") .. " 2>&1"))
+    node_out = p:read("*a")
+    local ok = p:close()
+    local ns, share = node_out:match("express_sid ([%d.]+) ([%d.]+)")
+    if ok and ns then
+        node_runs[#node_runs + 1] = { ns = tonumber(ns), share = tonumber(share) }
+    end
+end
+
+-- Runners.
+assert(F.rp_bench_setup(HEADER, #HEADER, NAME, #NAME, SECRET, #SECRET) == 0,
+       "bench: the C side does not find the signed cookie")
+local function c_loop(which)
+    return h.c(function(n) return F.rp_bench_run(which, n) end,
+               function(rc) return rc >= 0 end)
+end
+local ring = cookie.keyring({ SECRET })
+local a = c_loop(UNSIGN)
+local b = h.lua(cookie.express_sid, HEADER, NAME, ring,
+                function(sid) return sid == SID end)
+local c_hmac, c_get, c_sid = c_loop(HMAC), c_loop(COOKIE_GET), c_loop(EXPRESS_SID)
+
+run_node()
+h.interleave({ a, b, c_hmac, c_get, c_sid })
+run_node()
+
+local decode = cjson.decode
+for _, r in ipairs(RECORDS) do
+    local expect = cjson.decode(r.json).passport.user
+    r.ours = h.lua(session.decode, r.json, NOW_MS, nil, function(s)
+        local u = s and s.user
+        return u ~= nil and (u == expect or
+                             (type(u) == "table" and u.id == expect.id))
+    end)
+    -- cjson.decode takes exactly one argument; the JIT inlines the wrapper.
+    r.full = h.lua(function(j) return decode(j) end, r.json, nil, nil,
+                   function(t) return type(t) == "table" and t.passport ~= nil end)
+    r.c = h.c(function(n)
+        F.rp_bench_json(r.json, #r.json)
+        return F.rp_bench_run(SESSION, n)
+    end, function(rc) return rc >= 0 end)
+    h.interleave({ r.ours, r.full, r.c })
+end
+run_node()
+
+local cn
+if #node_runs > 0 then
+    table.sort(node_runs, function(x, y) return x.ns < y.ns end)
+    cn = node_runs[math.ceil(#node_runs / 2)]
+    cn.lo, cn.hi = node_runs[1].ns, node_runs[#node_runs].ns
+    for _, r in ipairs(node_runs) do cn.share = math.min(cn.share, r.share) end
+end
+
+-- The report.  A result that got less than BUSY of a CPU is starred.
 local BUSY = 0.9
 local busy = {}
-
 local function fmt_ns(r, what)
-    if not r then return "      n/a   " end
     local mark = " "
     if r.share < BUSY then
         mark = "*"
@@ -86,99 +142,58 @@ local function fmt_ns(r, what)
     end
     return ("%9.1f ns%s"):format(r.ns, mark)
 end
-
+local function spread(r)
+    return ("[%.0f-%.0f]"):format(r.lo, r.hi)
+end
 local function verdict(ok)
     return ok and "met" or "MISSED"
 end
 
--- C first, node second, LuaJIT last: one thing runs at a time.
-local args = { floor_bin, HEADER, NAME, SECRET }
-for _, r in ipairs(RECORDS) do args[#args + 1] = r.path end
-for i, a in ipairs(args) do args[i] = sh_quote(a) end
-local c, c_out = run_peer(table.concat(args, " "))
-if not c then
-    io.stderr:write("bench: the C floor failed:\n", c_out)
-    os.exit(1)
-end
-
--- The peer runs on the repository's node_modules (`npm ci`), nothing else.
-local node_ok = io.open("node_modules/cookie-signature/package.json")
-local nd, nd_out
-if node_ok then
-    node_ok:close()
-    nd, nd_out = run_peer(table.concat({ sh_quote(node), "bench/node.js",
-        sh_quote(HEADER), NAME, sh_quote(SECRET), SID }, " "))
-else
-    nd_out = "node_modules/ is missing: run `npm ci` first"
-end
-
-local ring = cookie.keyring({ SECRET })
-local b_ns, b_jit = h.measure(cookie.express_sid, HEADER, NAME, ring,
-                              function(sid) return sid == SID end)
-local b = { ns = b_ns, share = b_jit.share }
-
-local sess = {}
-for i, r in ipairs(RECORDS) do
-    local expect_user = cjson.decode(r.json).passport.user
-    local ours_ns, ours_jit = h.measure(session.decode, r.json, NOW_MS, nil,
-        function(s)
-            local u = s and s.user
-            return u ~= nil and (u == expect_user or
-                                 (type(u) == "table" and u.id == expect_user.id))
-        end)
-    -- cjson.decode takes exactly one argument; the JIT inlines the wrapper.
-    local decode = cjson.decode
-    local full_ns, full_st = h.measure(function(j) return decode(j) end,
-        r.json, nil, nil,
-        function(t) return type(t) == "table" and t.passport ~= nil end)
-    sess[i] = { ours = { ns = ours_ns, share = ours_jit.share },
-                full = { ns = full_ns, share = full_st.share }, jit = ours_jit }
-end
-
--- The report.
-local a, cn = c.unsign, nd and nd.express_sid
 local p = print
 p(("lua-resty-passport core benchmark: %s, %s, %s, node %s (%s)"):format(
     cpu_model(), jit.version, os.date("!%Y-%m-%d"),
     (io.popen(sh_quote(node) .. " -v 2>/dev/null"):read("*l") or "?"),
-    nd_out and nd_out:match("peer ([^\n]+)") or "peer not run"))
-p(("ns/op, median of %d runs of ~%d ms each, after warm-up"):format(
-    h.RUNS, h.RUN_NS / 1e6))
+    node_out:match("peer ([^\n]+)") or "peer not run"))
+p(("ns/op: median of %d runs of ~%d ms, C and LuaJIT runs interleaved in one process,")
+    :format(h.RUNS, h.RUN_NS / 1e6))
+p(("ratios: median of side-by-side run pairs; node: median of %d processes; [fastest-slowest run]")
+    :format(NODE_ROUNDS))
 p()
 p(("Cookie header -> verified session id (%d-byte header, 5 cookies, %s 4th, URL-encoded)")
     :format(#HEADER, NAME))
-p(("  (a) floor  C rp_unsign: HMAC-SHA256 verify, precomputed key   %s"):format(fmt_ns(a, "(a)")))
-p(("  (b) ours   LuaJIT: cookie.express_sid (find+decode+unsign)    %s  (b)/(a) = %5.2f   target <= 2   %s")
-    :format(fmt_ns(b, "(b)"), b.ns / a.ns, verdict(b.ns / a.ns <= 2)))
+local ba = h.ratio(b, a)
+p(("  (a) floor  C rp_unsign: HMAC-SHA256 verify, precomputed key   %s %-13s")
+    :format(fmt_ns(a, "(a)"), spread(a)))
+p(("  (b) ours   LuaJIT: cookie.express_sid (find+decode+unsign)    %s %-13s (b)/(a) = %5.2f  target <= 2   %s")
+    :format(fmt_ns(b, "(b)"), spread(b), ba, verdict(ba <= 2)))
 if cn then
-    p(("  (c) node   cookie.parse + cookie-signature unsign             %s  (c)/(b) = %5.1f   target >= 10  %s")
-        :format(fmt_ns(cn, "(c)"), cn.ns / b.ns, verdict(cn.ns / b.ns >= 10)))
+    p(("  (c) node   cookie.parse + cookie-signature unsign             %s %-13s (c)/(b) = %5.1f  target >= 10  %s")
+        :format(fmt_ns(cn, "(c)"), spread(cn), cn.ns / b.ns, verdict(cn.ns / b.ns >= 10)))
 else
-    p("  (c) node   NOT MEASURED: " .. (nd_out or ""):gsub("\n+$", ""))
+    p("  (c) node   NOT MEASURED: " .. node_out:gsub("\n+$", ""))
 end
-p(("  (b) from C without FFI: rp_express_sid %.1f ns = rp_cookie_get %.1f + rp_unsign; rp_hmac_b64 alone %.1f ns")
-    :format(c.express_sid.ns, c.cookie_get.ns, c.hmac_b64.ns))
-p("  JIT, (b) loop: " .. h.jit_note(b_jit))
+p(("  (b) in C, no FFI: rp_express_sid %.1f ns = rp_cookie_get %.1f + rp_unsign; rp_hmac_b64 alone %.1f;")
+    :format(c_sid.ns, c_get.ns, c_hmac.ns))
+p(("      LuaJIT + FFI add (b)/rp_express_sid = %.2f"):format(h.ratio(b, c_sid)))
+p("  JIT, (b) loop: " .. h.jit_note(b))
 p()
 p("Session record -> cookie.expires + passport.user")
-p("                                  ours: session.decode   cjson.decode   cjson/ours   C rp_session_parse")
-for i, r in ipairs(RECORDS) do
-    local s = sess[i]
-    p(("  %5d B (%-18s)       %s  %s     %5.2f      %s")
-        :format(#r.json, r.label, fmt_ns(s.ours, "ours " .. #r.json),
-                fmt_ns(s.full, "cjson " .. #r.json), s.full.ns / s.ours.ns,
-                fmt_ns(c["session_parse:" .. #r.json], "C " .. #r.json)))
+p("                            ours: session.decode   cjson.decode   cjson/ours   C rp_session_parse")
+for _, r in ipairs(RECORDS) do
+    p(("  %5d B (%-17s)  %s  %s     %5.2f     %s")
+        :format(#r.json, r.label, fmt_ns(r.ours, "ours " .. #r.json),
+                fmt_ns(r.full, "cjson " .. #r.json), h.ratio(r.full, r.ours),
+                fmt_ns(r.c, "C " .. #r.json)))
 end
-for i, r in ipairs(RECORDS) do
-    p(("  JIT, decode loop %d B: %s"):format(#r.json, h.jit_note(sess[i].jit)))
+for _, r in ipairs(RECORDS) do
+    p(("  JIT, decode loop %d B: %s"):format(#r.json, h.jit_note(r.ours)))
 end
 if #busy > 0 then
     p()
-    p("* the machine was busy: these got less than " .. BUSY * 100
-      .. "% of a CPU while timed (" .. table.concat(busy, ", ")
-      .. "); their times are inflated, run again on a quiet machine")
+    p("* got less than " .. BUSY * 100 .. "% of a CPU while timed ("
+      .. table.concat(busy, ", ") .. "): another process competed; run again")
 end
 
-if not nd then
+if not cn then
     os.exit(1)
 end

@@ -128,7 +128,8 @@ enum {
     RP_SF_PASSPORT = 1 << 4,        /* "passport" is truthy (JS rules) */
     RP_SF_USER = 1 << 5,            /* passport.user exists */
     RP_SF_USER_OK = 1 << 6,         /* passport 0.7 would deserialize it */
-    RP_SF_USER_ESCAPED = 1 << 7     /* user is a string with escapes */
+    RP_SF_USER_ESCAPED = 1 << 7,    /* user is a string with escapes */
+    RP_SF_USER_BADUTF8 = 1 << 8     /* user's bytes are not valid UTF-8 */
 };
 
 typedef struct rp_session {

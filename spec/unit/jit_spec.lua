@@ -31,7 +31,10 @@ describe("JIT", function()
             end
         end)
         assert.equal(5000, hits)
-        assert.matches("%[TRACE%s+%d+ jit_spec%.lua:%d+ loop%]", log)
+        -- Compiled as a loop trace, or (when earlier specs already made the
+        -- callee hot) as a root trace of express_sid that the loop links to.
+        assert.is_truthy(log:match("%[TRACE%s+%d+ jit_spec%.lua:%d+ loop%]")
+                         or log:match("%[TRACE%s+%d+ cookie%.lua:%d+"), log)
         assert.not_matches("NYI", log)
         assert.not_matches("TRACE %-%-%-", log)
     end)

@@ -44,7 +44,8 @@ enum {
 enum {
     RP_SF_COOKIE = 1, RP_SF_EXPIRES = 2, RP_SF_EXPIRES_INVALID = 4,
     RP_SF_MAXAGE = 8, RP_SF_PASSPORT = 16, RP_SF_USER = 32,
-    RP_SF_USER_OK = 64, RP_SF_USER_ESCAPED = 128
+    RP_SF_USER_OK = 64, RP_SF_USER_ESCAPED = 128,
+    RP_SF_USER_BADUTF8 = 256
 };
 typedef struct rp_session {
     double expires_ms;
@@ -98,12 +99,17 @@ int rp_ws_close_parse(const unsigned char *payload, size_t len, int *code);
 -- get_string_buf): nothing yields between the C call that fills it and the
 -- ffi.string that copies it out.
 local buf, buf_size = nil, 0
+
+-- Cold, and kept out of get_buf: a loop inside the hot function makes the
+-- JIT try (and abort) unrolling it into the caller's trace.
+local function grow(n)
+    local size = 4096
+    while size < n do size = size * 2 end
+    buf, buf_size = ffi.new("unsigned char[?]", size), size
+end
+
 function _M.get_buf(n)
-    if n > buf_size then
-        local size = 4096
-        while size < n do size = size * 2 end
-        buf, buf_size = ffi.new("unsigned char[?]", size), size
-    end
+    if n > buf_size then grow(n) end
     return buf
 end
 

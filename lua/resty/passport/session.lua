@@ -34,6 +34,7 @@ local F_PASSPORT = C.RP_SF_PASSPORT
 local F_USER = C.RP_SF_USER
 local F_USER_OK = C.RP_SF_USER_OK
 local F_USER_ESCAPED = C.RP_SF_USER_ESCAPED
+local F_USER_BADUTF8 = C.RP_SF_USER_BADUTF8
 local T_NUMBER = C.RP_JSON_NUMBER
 local T_STRING = C.RP_JSON_STRING
 local T_TRUE = C.RP_JSON_TRUE
@@ -128,14 +129,16 @@ local function unescape(body)
     return concat(out)
 end
 
-local function user_value(json, off, len, typ, escaped)
+local function user_value(json, off, len, typ, escaped, badutf8)
     local raw = sub(json, off + 1, off + len)
     if typ == T_NUMBER then
         return tonumber(raw)
     elseif typ == T_TRUE then
         return true
     end
-    if find(raw, "[\128-\255]") then
+    -- The C scan knows: no string.find with a pattern (not compiled by
+    -- LuaJIT 2.1) and no Lua pass over valid UTF-8 on the hot path.
+    if badutf8 then
         raw = sanitize_utf8(raw)
     end
     if typ == T_STRING then
@@ -191,7 +194,8 @@ function _M.decode(json, now_ms, max_depth)
     if s.user_ok then
         local user, err = user_value(json, info.user_off, info.user_len,
                                      info.user_type,
-                                     band(flags, F_USER_ESCAPED) ~= 0)
+                                     band(flags, F_USER_ESCAPED) ~= 0,
+                                     band(flags, F_USER_BADUTF8) ~= 0)
         if user == nil then
             return nil, "passport.user: " .. (err or "undecodable")
         end

@@ -50,7 +50,7 @@ end
 -- The JIT watch: LuaJIT keeps one handler per event, so while it is
 -- attached it displaces jit.v/jit.dump.  Aborts go to the runner that was
 -- running.
-local function watch(runners, current)
+local function watch(current)
     local starts = {}
     local function abort_msg(code, info)
         local msg = vmdef.traceerr[code] or tostring(code)
@@ -104,7 +104,7 @@ end
 -- and r.samples (ns/op per round, for paired ratios).
 function _M.interleave(runners)
     local cur
-    local unwatch = watch(runners, function() return cur end)
+    local unwatch = watch(function() return cur end)
     for _, r in ipairs(runners) do -- warm-up and calibration
         cur = r
         local n = 100

@@ -45,15 +45,38 @@ local ok, err = pcall(function()
                                     store = passport.redis { port = %d, pool_size = 64 } }
         auth_cached = passport.authorize { secret = secret,
             store = passport.redis { port = %d, pool_size = 64, cache_ttl = 1000 } }
+        local record = %q
+        auth_local = passport.authorize { secret = secret,
+            store = { get = function() return record end } }
     }
     upstream app { server 127.0.0.1:%d; keepalive 64; }
-]]):format(SECRET, redis.port, redis.port, upstream.port),
+]]):format(SECRET, redis.port, redis.port, RECORD, upstream.port),
         server = [[
         location /noauth { proxy_pass http://app; proxy_http_version 1.1;
                            proxy_set_header Connection ""; }
         location /auth { access_by_lua_block { auth:access() }
                          proxy_pass http://app; proxy_http_version 1.1;
                          proxy_set_header Connection ""; }
+        location = /breakdown { content_by_lua_block {
+            -- Where the Lua time goes, per call, inside this nginx worker.
+            local N = 20000
+            local cookie = ngx.var.http_cookie
+            local function time(f)
+                ngx.update_time()
+                local t = ngx.now()
+                for _ = 1, N do f() end
+                ngx.update_time()
+                return (ngx.now() - t) / N * 1e9
+            end
+            local set, clear = ngx.req.set_header, ngx.req.clear_header
+            ngx.say(("  in nginx, per call: verify (no store I/O) %.0f ns, "
+                     .. "identity headers cleared + set %.0f ns"):format(
+                time(function() auth_local:verify(cookie) end),
+                time(function()
+                    clear("X-Passport-User") clear("X-Passport-Logged-In")
+                    set("X-Passport-User", '{"id":42}') set("X-Passport-Logged-In", "true")
+                end)))
+        } }
         location /cached { access_by_lua_block { auth_cached:access() }
                            proxy_pass http://app; proxy_http_version 1.1;
                            proxy_set_header Connection ""; }
@@ -81,6 +104,8 @@ local ok, err = pcall(function()
     print(("  %-38s %10.0f req/s"):format("nginx proxy, no auth (floor)", base))
     print(("  %-38s %10.0f req/s"):format("nginx proxy + auth:access()", auth))
     print(("  %-38s %10.0f req/s"):format("  ... store with cache_ttl = 1000 ms", cached))
+    local _, breakdown = gateway:get("/breakdown", { Cookie = header })
+    io.write(breakdown)
     print(("cost of the authorized path: %.2fx the unauthenticated one, %.2fx with the "
            .. "per-worker cache (target <= 1.25x)"):format(base / auth, base / cached))
 end)

@@ -398,13 +398,9 @@ function _M.access(self)
         return true
     end
     local status = data.status or (is_error and 503 or 401)
-    if data.reason then
-        host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
-                 .. msg:gsub("\n", " ") .. " [" .. data.reason .. "]")
-    else
-        host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
-                 .. msg:gsub("\n", " "))
-    end
+    local why = data.reason and " [" .. data.reason .. "]" or ""
+    host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
+             .. msg:gsub("\n", " ") .. why)
     ngx.status = status
     ngx.header["Content-Type"] = "application/json"
     ngx.header["Cache-Control"] = "no-store"

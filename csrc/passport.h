@@ -208,8 +208,9 @@ enum { RP_UTF8_INCOMPLETE = 1 };
 RP_API int rp_utf8_validate(const unsigned char *s, size_t len,
                             uint32_t *state);
 
-/* 1 when code may travel in a close frame (RFC 6455 7.4: 1000-1003,
- * 1007-1011, 3000-4999), else 0. */
+/* 1 when code may travel in a close frame (RFC 6455 7.4 plus 1012-1014 from
+ * the IANA registry, as npm `ws` accepts: 1000-1003,
+ * 1007-1014, 3000-4999), else 0. */
 RP_API int rp_ws_close_code_ok(int code);
 
 /* Reads a close frame's payload: empty gives *code 1005 (no status, never

@@ -201,9 +201,10 @@ bad:
 int rp_ws_close_code_ok(int code)
 {
     /* 1004-1006 and 1015 are reserved or only reported locally, never sent;
-     * 1012-1014 came later (IANA registry) and are outside RFC 6455 7.4, so
-     * they are refused here; 1016-2999 are reserved for future RFCs. */
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+     * 1012-1014 (service restart, try again later, bad gateway) came later
+     * through the IANA registry and are accepted, as npm `ws` and browsers
+     * do; 1016-2999 are reserved for future RFCs. */
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
            (code >= 3000 && code <= 4999);
 }
 

@@ -387,14 +387,14 @@ describe("frame close payloads", function()
                     { frame.parse_close("\3") })
     end)
 
-    it("accepts exactly the codes of RFC 6455 section 7.4", function()
+    it("accepts exactly the codes npm ws accepts (RFC 6455 7.4 + 1012-1014)", function()
         local function ok(code)
             return frame.parse_close(char(math.floor(code / 256), code % 256))
                    == code
         end
         for code = 0, 5100 do
             local want = (code >= 1000 and code <= 1003)
-                         or (code >= 1007 and code <= 1011)
+                         or (code >= 1007 and code <= 1014)
                          or (code >= 3000 and code <= 4999)
             assert.equal(want, ok(code), "code " .. code)
         end

@@ -1,0 +1,974 @@
+/*
+ * loadgen: a WebSocket / socket.io load generator for bench-e2e (issue 6).
+ *
+ * One thread, one epoll loop, non-blocking sockets.  Every connection sends
+ * an RFC 6455 upgrade request with a Cookie header (cookies read from a file,
+ * one per line, used round-robin), checks the 101 and its
+ * Sec-WebSocket-Accept, and then waits for the "welcome":
+ *   plain WebSocket (default): the first text or binary message;
+ *   socket.io (-s): the engine.io open packet "0{...}", then "40" is sent
+ *     (namespace connect), the "40{...}" ack, then the first "42[...]" event.
+ * The handshake latency of a connection is connect() start -> welcome.
+ * A rejection is an HTTP 401/403 answer to the upgrade, or a socket.io
+ * CONNECT_ERROR packet "44{...}" (how io.use() middleware refuses).
+ *
+ * Modes:
+ *   -m connect  keep -c handshakes in flight for -d seconds (or -n in all);
+ *               each connection closes (close frame, FIN) after its welcome.
+ *               Reports authorized conn/s and latency percentiles.
+ *   -m reject   the same loop with forged cookies: reports rejected/s.
+ *   -m hold     open -N connections (at most -c in handshake at once),
+ *               print {"event":"up",...} when all are up, then keep them
+ *               open, answering pings, for -t seconds or until SIGTERM/SIGINT.
+ *               SIGUSR1 (or -E with -W) fires an emit: an HTTP GET of -E on
+ *               -Q port; the answer's body (or -e) is how many messages to
+ *               expect on the held connections; prints {"event":"emit",...}.
+ *
+ * Failures (refused, reset, EOF, timeouts, protocol errors, unexpected HTTP
+ * status) are counted per kind; no connection waits past -T ms, and the
+ * whole run has a hard deadline, so it never hangs.  The final report is one
+ * JSON line on stdout; CPU time is the process's own (getrusage).
+ *
+ * usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]
+ *        [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]
+ *        [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST]
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF 4096
+#define MAX_EVENTS 256
+
+enum mode { M_CONNECT, M_REJECT, M_HOLD };
+
+enum state {
+    S_CONNECTING,   /* connect() in progress */
+    S_HTTP,         /* request sent (maybe partly), reading the response head */
+    S_WS,           /* upgraded, waiting for the welcome */
+    S_HELD,         /* welcome seen, kept open (hold mode) */
+    S_CLOSING       /* close frame sent, draining until EOF */
+};
+
+enum sio_state { SIO_OPEN, SIO_ACK, SIO_EVENT };
+
+enum err_kind { E_REFUSED, E_RESET, E_TIMEOUT, E_EOF, E_PROTO, E_HTTP, E_CONNECT, E_NKINDS };
+static const char *const err_names[E_NKINDS] = {
+    "refused", "reset", "timeout", "eof", "protocol", "http_status", "connect"
+};
+
+struct conn {
+    struct conn *prev, *next;   /* the list of live connections */
+    int fd;
+    enum state state;
+    enum sio_state sio;
+    double t0;                  /* connect() start, seconds */
+    double deadline;
+    char *wbuf;                 /* pending output */
+    size_t wlen, woff, wcap;
+    size_t rlen;                /* bytes in rbuf */
+    uint64_t skip;              /* payload bytes still to discard */
+    int skip_counts;            /* the skipped frame is a data message */
+    char rbuf[RBUF];
+};
+
+/* options */
+static enum mode mode = M_CONNECT;
+static const char *host = "127.0.0.1";
+static int port, emit_port;
+static const char *path = NULL;
+static const char *origin = NULL;
+static const char *emit_path = NULL;
+static int sio;
+static int concurrency = 50;
+static double duration = 0;
+static long count_limit = 0;
+static long hold_n = 0;
+static double hold_time = 0;
+static double timeout_s = 10.0;
+static long emit_expected = -1;
+static double emit_wait = -1;
+static int naddr = 1;
+
+/* cookies */
+static char **cookies;
+static size_t ncookies, next_cookie;
+
+/* stats */
+static long started, ok, rejected, rej_http, rej_sio, errors, dropped, held;
+static long errs[E_NKINDS];
+static uint32_t *lat_us, *rej_us;
+static size_t nlat, caplat, nrej, caprej;
+static double t_start, t_last_done;
+static int in_handshake;  /* connections not yet welcomed/rejected/failed */
+static long live;
+
+/* emit */
+static long emit_seen;
+static long emit_target = -1;
+static double emit_t0, emit_first, emit_last;
+static int emit_state; /* 0 idle, 1 waiting for messages, 2 done */
+
+static volatile sig_atomic_t got_stop, got_usr1;
+
+static struct conn *head;
+static int ep;
+static char ws_key[25];
+static char ws_accept[29];
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static int verbose;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t xorshift(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "loadgen: %s\n", msg);
+    exit(2);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q)
+        die("out of memory");
+    return q;
+}
+
+static void push_lat(uint32_t **arr, size_t *n, size_t *cap, double seconds)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 4096;
+        *arr = xrealloc(*arr, *cap * sizeof **arr);
+    }
+    double us = seconds * 1e6;
+    (*arr)[(*n)++] = us > 4e9 ? UINT32_MAX : (uint32_t)us;
+}
+
+static const char b64chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64(const unsigned char *in, size_t n, char *out)
+{
+    size_t i, o = 0;
+    for (i = 0; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64chars[v >> 18 & 63];
+        out[o++] = b64chars[v >> 12 & 63];
+        out[o++] = b64chars[v >> 6 & 63];
+        out[o++] = b64chars[v & 63];
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)in[i] << 16;
+        out[o++] = b64chars[v >> 18 & 63];
+        out[o++] = b64chars[v >> 12 & 63];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (n - i == 2) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
+        out[o++] = b64chars[v >> 18 & 63];
+        out[o++] = b64chars[v >> 12 & 63];
+        out[o++] = b64chars[v >> 6 & 63];
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+}
+
+/* One Sec-WebSocket-Key for the run (servers treat it as opaque) and the
+ * Sec-WebSocket-Accept every 101 must carry for it. */
+static void make_key(void)
+{
+    unsigned char raw[16], digest[SHA_DIGEST_LENGTH];
+    char buf[64];
+    for (int i = 0; i < 16; i++)
+        raw[i] = (unsigned char)xorshift();
+    b64(raw, 16, ws_key);
+    snprintf(buf, sizeof buf, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", ws_key);
+    SHA1((const unsigned char *)buf, strlen(buf), digest);
+    b64(digest, SHA_DIGEST_LENGTH, ws_accept);
+}
+
+static void read_cookies(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        perror(file);
+        exit(2);
+    }
+    char *line = NULL;
+    size_t cap = 0, capc = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0)
+            continue;
+        if (ncookies == capc) {
+            capc = capc ? capc * 2 : 1024;
+            cookies = xrealloc(cookies, capc * sizeof *cookies);
+        }
+        cookies[ncookies++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    if (ncookies == 0)
+        die("no cookies in the cookie file");
+}
+
+static void raise_nofile(long need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)need;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max < want) {
+        struct rlimit up = { want, want };
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)   /* root: raise the hard limit */
+            return;
+        want = rl.rlim_max;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || (long)want < need)
+        fprintf(stderr, "loadgen: warning: RLIMIT_NOFILE %lu < %ld needed\n",
+                (unsigned long)want, need);
+}
+
+/* ---- output buffer ---- */
+
+static void wappend(struct conn *c, const void *p, size_t n)
+{
+    if (c->wlen + n > c->wcap) {
+        size_t cap = c->wcap ? c->wcap : 256;
+        while (cap < c->wlen + n)
+            cap *= 2;
+        c->wbuf = xrealloc(c->wbuf, cap);
+        c->wcap = cap;
+    }
+    memcpy(c->wbuf + c->wlen, p, n);
+    c->wlen += n;
+}
+
+/* A masked client frame (payloads here are short). */
+static void wframe(struct conn *c, unsigned opcode, const void *payload, size_t n)
+{
+    unsigned char h[14];
+    size_t hl = 2;
+    h[0] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        h[1] = (unsigned char)(0x80 | n);
+    } else {
+        h[1] = 0x80 | 126;
+        h[2] = (unsigned char)(n >> 8);
+        h[3] = (unsigned char)n;
+        hl = 4;
+    }
+    uint32_t m = (uint32_t)xorshift();
+    unsigned char *mask = h + hl;
+    memcpy(mask, &m, 4);
+    hl += 4;
+    wappend(c, h, hl);
+    const unsigned char *p = payload;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)(p[i] ^ mask[i & 3]);
+        wappend(c, &b, 1);
+    }
+}
+
+/* ---- connection life ---- */
+
+static void unlink_conn(struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+static void destroy(struct conn *c)
+{
+    unlink_conn(c);
+    close(c->fd);
+    free(c->wbuf);
+    free(c);
+    live--;
+}
+
+static int in_phase(const struct conn *c)
+{
+    return c->state == S_CONNECTING || c->state == S_HTTP || c->state == S_WS;
+}
+
+static void fail(struct conn *c, enum err_kind k)
+{
+    if (in_phase(c)) {
+        in_handshake--;
+        errors++;
+        errs[k]++;
+        if (verbose)
+            fprintf(stderr, "loadgen: %s\n", err_names[k]);
+    } else if (c->state == S_HELD) {
+        held--;
+        dropped++;
+    }
+    destroy(c);
+}
+
+static int flush_out(struct conn *c)
+{
+    while (c->woff < c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            fail(c, errno == ECONNREFUSED ? E_REFUSED : E_RESET);
+            return -1;
+        }
+        c->woff += (size_t)n;
+    }
+    c->wlen = c->woff = 0;
+    return 0;
+}
+
+/* Welcome (or rejection) reached: the handshake is over. */
+static void finish_handshake(struct conn *c, int accepted, int via_sio)
+{
+    double t = now();
+    in_handshake--;
+    t_last_done = t;
+    if (accepted) {
+        ok++;
+        push_lat(&lat_us, &nlat, &caplat, t - c->t0);
+    } else {
+        rejected++;
+        if (via_sio)
+            rej_sio++;
+        else
+            rej_http++;
+        push_lat(&rej_us, &nrej, &caprej, t - c->t0);
+    }
+}
+
+/* Close frame + FIN, then drain until the server's EOF (bounded). */
+static int start_close(struct conn *c)
+{
+    static const unsigned char code[2] = { 0x03, 0xE8 }; /* 1000 */
+    c->state = S_CLOSING;
+    c->deadline = now() + 2.0;
+    wframe(c, 0x8, code, 2);
+    if (flush_out(c) < 0)
+        return -1;
+    shutdown(c->fd, SHUT_WR);
+    return 0;
+}
+
+static int start_conn(void)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        errors++;
+        errs[E_CONNECT]++;
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (naddr > 1) {
+        /* spread over 127.0.0.1..n: more 4-tuples for many short connections */
+        struct sockaddr_in src;
+        memset(&src, 0, sizeof src);
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(started % naddr));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        bind(fd, (struct sockaddr *)&src, sizeof src);
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        die("out of memory");
+    c->fd = fd;
+    c->t0 = now();
+    c->deadline = c->t0 + timeout_s;
+    c->state = S_CONNECTING;
+    c->next = head;
+    if (head)
+        head->prev = c;
+    head = c;
+    live++;
+    started++;
+    in_handshake++;
+
+    const char *cookie = cookies[next_cookie++ % ncookies];
+    char hosthdr[64];
+    snprintf(hosthdr, sizeof hosthdr, "%s:%d", host, port);
+    const char *p = path ? path : (sio ? "/socket.io/?EIO=4&transport=websocket" : "/ws");
+    const char *parts[] = {
+        "GET ", p, " HTTP/1.1\r\nHost: ", hosthdr,
+        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", ws_key,
+        "\r\nSec-WebSocket-Version: 13\r\nCookie: ", cookie, "\r\n",
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        wappend(c, parts[i], strlen(parts[i]));
+    if (origin) {
+        wappend(c, "Origin: ", 8);
+        wappend(c, origin, strlen(origin));
+        wappend(c, "\r\n", 2);
+    }
+    wappend(c, "\r\n", 2);
+
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                              .data.ptr = c };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        die("epoll_ctl");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+        fail(c, errno == ECONNREFUSED ? E_REFUSED : E_CONNECT);
+        return -1;
+    }
+    return 0;
+}
+
+/* A data message on an upgraded connection: returns -1 if c was freed. */
+static int on_message(struct conn *c, const char *p, size_t n)
+{
+    if (c->state == S_HELD || c->state == S_CLOSING) {
+        if (sio && n == 1 && p[0] == '2') {          /* engine.io ping */
+            wframe(c, 0x1, "3", 1);
+            return flush_out(c);
+        }
+        if (c->state == S_HELD && emit_state == 1 && (!sio || (n >= 2 && p[0] == '4' && p[1] == '2'))) {
+            double t = now();
+            if (emit_seen++ == 0)
+                emit_first = t;
+            emit_last = t;
+        }
+        return 0;
+    }
+    /* S_WS: the handshake's messages */
+    if (!sio) {
+        finish_handshake(c, 1, 0);
+        goto welcomed;
+    }
+    if (n == 1 && p[0] == '2') {
+        wframe(c, 0x1, "3", 1);
+        return flush_out(c);
+    }
+    switch (c->sio) {
+    case SIO_OPEN:
+        if (n < 1 || p[0] != '0') {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        c->sio = SIO_ACK;
+        wframe(c, 0x1, "40", 2);
+        return flush_out(c);
+    case SIO_ACK:
+        if (n >= 2 && p[0] == '4' && p[1] == '0') {
+            c->sio = SIO_EVENT;
+            return 0;
+        }
+        if (n >= 2 && p[0] == '4' && p[1] == '4') {   /* CONNECT_ERROR */
+            finish_handshake(c, 0, 1);
+            if (start_close(c) < 0)
+                return -1;
+            return 0;
+        }
+        fail(c, E_PROTO);
+        return -1;
+    case SIO_EVENT:
+        if (n >= 2 && p[0] == '4' && p[1] == '2') {
+            finish_handshake(c, 1, 0);
+            goto welcomed;
+        }
+        if (n >= 2 && p[0] == '4' && p[1] == '4') {
+            finish_handshake(c, 0, 1);
+            return start_close(c);
+        }
+        return 0; /* other packets: ignore */
+    }
+    return 0;
+welcomed:
+    if (mode == M_HOLD) {
+        c->state = S_HELD;
+        held++;
+        return 0;
+    }
+    return start_close(c);
+}
+
+/* Frames in rbuf (server frames: unmasked).  Returns -1 if c was freed. */
+static int on_frames(struct conn *c)
+{
+    size_t off = 0;
+    for (;;) {
+        if (c->skip) {
+            size_t take = c->rlen - off;
+            if (take > c->skip)
+                take = (size_t)c->skip;
+            off += take;
+            c->skip -= take;
+            if (c->skip)
+                break;
+            if (c->skip_counts && on_message(c, "", 0) < 0)
+                return -1;
+            continue;
+        }
+        size_t avail = c->rlen - off;
+        const unsigned char *h = (const unsigned char *)c->rbuf + off;
+        if (avail < 2)
+            break;
+        unsigned opcode = h[0] & 0x0F;
+        int masked = h[1] & 0x80;
+        uint64_t len = h[1] & 0x7F;
+        size_t hl = 2;
+        if (len == 126) {
+            if (avail < 4)
+                break;
+            len = (uint64_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (avail < 10)
+                break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | h[2 + i];
+            hl = 10;
+        }
+        if (masked)
+            hl += 4;
+        if (avail < hl)
+            break;
+        if (len > RBUF - hl) {
+            /* too big to keep: discard it, count it as a message */
+            off += hl;
+            c->skip = len;
+            c->skip_counts = opcode == 1 || opcode == 2;
+            continue;
+        }
+        if (avail < hl + len)
+            break;
+        char *payload = c->rbuf + off + hl;
+        if (masked) {
+            const unsigned char *m = h + hl - 4;
+            for (uint64_t i = 0; i < len; i++)
+                payload[i] = (char)(payload[i] ^ m[i & 3]);
+        }
+        off += hl + (size_t)len;
+        switch (opcode) {
+        case 0x1: case 0x2:
+            if (on_message(c, payload, (size_t)len) < 0)
+                return -1;
+            break;
+        case 0x9:                                   /* ping -> pong */
+            wframe(c, 0xA, payload, (size_t)len);
+            if (flush_out(c) < 0)
+                return -1;
+            break;
+        case 0x8:                                   /* close */
+            if (c->state == S_CLOSING)
+                break;
+            if (c->state == S_WS) {
+                fail(c, E_EOF);
+                return -1;
+            }
+            if (c->state == S_HELD) {
+                held--;
+                dropped++;
+            }
+            c->state = S_CLOSING;   /* reply, then wait for EOF */
+            c->deadline = now() + 2.0;
+            wframe(c, 0x8, payload, len >= 2 ? 2 : 0);
+            if (flush_out(c) < 0)
+                return -1;
+            break;
+        default:                                    /* pong, continuation */
+            break;
+        }
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    return 0;
+}
+
+/* The response head in rbuf: returns -1 if c was freed. */
+static int on_http(struct conn *c)
+{
+    char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+    if (!end) {
+        if (c->rlen == RBUF) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        return 0;
+    }
+    size_t hlen = (size_t)(end - c->rbuf) + 4;
+    int status = 0;
+    if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0) {
+        fail(c, E_PROTO);
+        return -1;
+    }
+    status = atoi(c->rbuf + 9);
+    if (status == 401 || status == 403) {
+        finish_handshake(c, 0, 0);
+        destroy(c);
+        return -1;
+    }
+    if (status != 101) {
+        if (verbose)
+            fprintf(stderr, "loadgen: HTTP %d\n", status);
+        fail(c, E_HTTP);
+        return -1;
+    }
+    /* the accept key must match ours */
+    *end = '\0';
+    const char *a = strcasestr(c->rbuf, "\r\nSec-WebSocket-Accept:");
+    if (!a) {
+        fail(c, E_PROTO);
+        return -1;
+    }
+    a += 23;
+    while (*a == ' ' || *a == '\t')
+        a++;
+    if (strncmp(a, ws_accept, 28) != 0) {
+        fail(c, E_PROTO);
+        return -1;
+    }
+    memmove(c->rbuf, c->rbuf + hlen, c->rlen - hlen);
+    c->rlen -= hlen;
+    c->state = S_WS;
+    c->sio = SIO_OPEN;
+    return on_frames(c);
+}
+
+static void on_event(struct conn *c, uint32_t events)
+{
+    if (c->state == S_CONNECTING) {
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            fail(c, err == ECONNREFUSED ? E_REFUSED : err == ETIMEDOUT ? E_TIMEOUT : E_CONNECT);
+            return;
+        }
+        c->state = S_HTTP;
+    }
+    if (c->wlen && flush_out(c) < 0)
+        return;
+    if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        return;
+    for (;;) {
+        if (c->rlen == RBUF && c->state != S_HTTP) {
+            /* a full buffer with no complete frame cannot happen (big frames
+             * are skipped), but never spin */
+            fail(c, E_PROTO);
+            return;
+        }
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            int r = c->state == S_HTTP ? on_http(c) : on_frames(c);
+            if (r < 0)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            if (c->state == S_CLOSING)
+                destroy(c);
+            else
+                fail(c, E_EOF);
+            return;
+        }
+        if (errno == EAGAIN || errno == EINTR)
+            return;
+        if (c->state == S_CLOSING)
+            destroy(c);
+        else
+            fail(c, errno == ECONNREFUSED ? E_REFUSED : E_RESET);
+        return;
+    }
+}
+
+static void check_deadlines(double t)
+{
+    struct conn *c = head, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == S_HELD || t < c->deadline)
+            continue;
+        if (c->state == S_CLOSING)
+            destroy(c);
+        else
+            fail(c, E_TIMEOUT);
+    }
+}
+
+/* The emit trigger: a blocking HTTP/1.0 GET (short, on loopback). */
+static void fire_emit(void)
+{
+    char req[512];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)(emit_port ? emit_port : port));
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    struct timeval tv = { 10, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    emit_seen = 0;
+    emit_state = 1;
+    emit_t0 = now();
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        emit_state = 2;
+        emit_target = 0;
+        return;
+    }
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", emit_path, host);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) < 0) {
+        close(fd);
+        emit_state = 2;
+        emit_target = 0;
+        return;
+    }
+    char resp[4096];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = recv(fd, resp + got, sizeof resp - 1 - got, 0)) > 0)
+        got += (size_t)r;
+    resp[got] = '\0';
+    close(fd);
+    const char *body = strstr(resp, "\r\n\r\n");
+    emit_target = emit_expected >= 0 ? emit_expected : body ? atol(body + 4) : 0;
+}
+
+static void on_signal(int sig)
+{
+    if (sig == SIGUSR1)
+        got_usr1 = 1;
+    else
+        got_stop = 1;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(uint32_t *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i] / 1000.0;
+}
+
+static void print_emit(void)
+{
+    printf("{\"event\":\"emit\",\"expected\":%ld,\"received\":%ld,\"first_ms\":%.3f,\"last_ms\":%.3f}\n",
+           emit_target, emit_seen,
+           emit_seen ? (emit_first - emit_t0) * 1e3 : 0,
+           emit_seen ? (emit_last - emit_t0) * 1e3 : 0);
+    fflush(stdout);
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]\n"
+        "  [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]\n"
+        "  [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-v]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *cookie_file = NULL;
+    int opt;
+    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:v")) != -1) {
+        switch (opt) {
+        case 'p': port = atoi(optarg); break;
+        case 'f': cookie_file = optarg; break;
+        case 'm':
+            if (!strcmp(optarg, "connect")) mode = M_CONNECT;
+            else if (!strcmp(optarg, "reject")) mode = M_REJECT;
+            else if (!strcmp(optarg, "hold")) mode = M_HOLD;
+            else usage();
+            break;
+        case 's': sio = 1; break;
+        case 'P': path = optarg; break;
+        case 'c': concurrency = atoi(optarg); break;
+        case 'd': duration = atof(optarg); break;
+        case 'n': count_limit = atol(optarg); break;
+        case 'N': hold_n = atol(optarg); break;
+        case 't': hold_time = atof(optarg); break;
+        case 'T': timeout_s = atof(optarg) / 1000.0; break;
+        case 'o': origin = optarg; break;
+        case 'E': emit_path = optarg; break;
+        case 'Q': emit_port = atoi(optarg); break;
+        case 'e': emit_expected = atol(optarg); break;
+        case 'W': emit_wait = atof(optarg); break;
+        case 'b': naddr = atoi(optarg); break;
+        case 'H': host = optarg; break;
+        case 'v': verbose = 1; break;
+        default: usage();
+        }
+    }
+    if (port <= 0 || !cookie_file || concurrency <= 0 || naddr < 1 || naddr > 250)
+        usage();
+    if (mode == M_HOLD && hold_n <= 0)
+        die("hold mode needs -N");
+    if (mode != M_HOLD && duration <= 0 && count_limit <= 0)
+        duration = 5;
+
+    rng ^= (uint64_t)getpid() << 32 ^ (uint64_t)(now() * 1e9);
+    make_key();
+    read_cookies(cookie_file);
+    raise_nofile((mode == M_HOLD ? hold_n : 0) + 2L * concurrency + 1024);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1");
+
+    struct epoll_event evs[MAX_EVENTS];
+    t_start = now();
+    double end_start = duration > 0 ? t_start + duration : 0;
+    long attempts_max = hold_n + (hold_n / 10 > 100 ? hold_n / 10 : 100);
+    double hard_deadline = t_start + (duration > 0 ? duration : 0) + timeout_s + 10
+                           + (mode == M_HOLD ? 3600.0 : 0);
+    double last_scan = t_start, up_at = 0, hold_end = 0, t_up = 0;
+    int up_printed = 0;
+
+    for (;;) {
+        double t = now();
+        if (got_stop || t > hard_deadline)
+            break;
+        /* start new connections */
+        if (mode == M_HOLD) {
+            while (!up_printed && in_handshake < concurrency && held + in_handshake < hold_n
+                   && started < attempts_max)
+                start_conn();
+            if (!up_printed && in_handshake == 0
+                && (held >= hold_n || started >= attempts_max)) {
+                up_printed = 1;
+                up_at = now();
+                t_up = up_at - t_start;
+                printf("{\"event\":\"up\",\"held\":%ld,\"errors\":%ld,\"rejected\":%ld,\"up_s\":%.3f}\n",
+                       held, errors, rejected, t_up);
+                fflush(stdout);
+                if (hold_time > 0)
+                    hold_end = up_at + hold_time;
+            }
+            if (up_printed && hold_end > 0 && t >= hold_end)
+                break;
+            if (up_printed && emit_path && emit_state == 0
+                && (got_usr1 || (emit_wait >= 0 && t >= up_at + emit_wait))) {
+                got_usr1 = 0;
+                fire_emit();
+            }
+            if (emit_state == 1 && (emit_seen >= emit_target || now() - emit_t0 > 30)) {
+                emit_state = 2;
+                print_emit();
+            }
+        } else {
+            while (in_handshake < concurrency
+                   && (end_start == 0 || t < end_start)
+                   && (count_limit == 0 || started < count_limit))
+                start_conn();
+            int more = (end_start == 0 || t < end_start)
+                       && (count_limit == 0 || started < count_limit);
+            if (!more && in_handshake == 0)
+                break;
+        }
+        if (t - last_scan > 0.05) {
+            check_deadlines(t);
+            last_scan = t;
+        }
+        int n = epoll_wait(ep, evs, MAX_EVENTS, 20);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++)
+            on_event(evs[i].data.ptr, evs[i].events);
+    }
+    if (emit_state == 1) {
+        emit_state = 2;
+        print_emit();
+    }
+
+    double elapsed = (mode == M_HOLD ? t_up : (t_last_done > t_start ? t_last_done : now()) - t_start);
+    if (elapsed <= 0)
+        elapsed = 1e-9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6;
+    double cs = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
+    qsort(rej_us, nrej, sizeof *rej_us, cmp_u32);
+
+    static const char *mode_names[] = { "connect", "reject", "hold" };
+    printf("{\"event\":\"done\",\"mode\":\"%s\",\"sio\":%s,\"concurrency\":%d,\"elapsed_s\":%.3f,"
+           "\"started\":%ld,\"ok\":%ld,\"rejected\":%ld,\"rejected_http\":%ld,\"rejected_sio\":%ld,"
+           "\"errors\":%ld,",
+           mode_names[mode], sio ? "true" : "false", concurrency, elapsed,
+           started, ok, rejected, rej_http, rej_sio, errors);
+    for (int k = 0; k < E_NKINDS; k++)
+        printf("\"err_%s\":%ld,", err_names[k], errs[k]);
+    printf("\"conn_per_s\":%.1f,\"rejected_per_s\":%.1f,"
+           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+           "\"rej_p50_ms\":%.3f,\"rej_p99_ms\":%.3f,"
+           "\"held\":%ld,\"dropped\":%ld,\"up_s\":%.3f,"
+           "\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"cpu_s\":%.3f,\"maxrss_kb\":%ld}\n",
+           (double)ok / elapsed, (double)rejected / elapsed,
+           pct(lat_us, nlat, 0.50), pct(lat_us, nlat, 0.90), pct(lat_us, nlat, 0.99),
+           nlat ? lat_us[nlat - 1] / 1000.0 : 0,
+           pct(rej_us, nrej, 0.50), pct(rej_us, nrej, 0.99),
+           held, dropped, t_up, cu, cs, cu + cs, ru.ru_maxrss);
+    fflush(stdout);
+    return 0;
+}

@@ -4,6 +4,9 @@
 --   local auth = passport.authorize { secret = ..., store = passport.redis { ... } }
 --   auth:access()      -- nginx access phase
 --   auth:check(req)    -- any host
+--   passport.websocket(auth, opts)   -- content phase: the gateway holds it
+--   passport.init_worker{...}; passport.emit{...}
+--   passport.filter_sockets_by_user(fn); passport.sockets_of(user)
 local authorize = require "resty.passport.authorize"
 
 local require = require
@@ -19,6 +22,44 @@ end
 -- A connect-redis compatible store (resty.passport.store.redis).
 function _M.redis(opts)
     return require("resty.passport.store.redis").new(opts)
+end
+
+-- The socket layer needs nginx: loaded on first use, so that plain LuaJIT
+-- (tools, specs, the rock's smoke test) can require this module.
+local function lazy(name)
+    local mod
+    return function()
+        if not mod then mod = require(name) end
+        return mod
+    end
+end
+local websocket = lazy "resty.passport.websocket"
+local bus = lazy "resty.passport.bus"
+local registry = lazy "resty.passport.registry"
+
+-- content_by_lua: authorizes the handshake with auth and returns the
+-- socket, or sends the HTTP error and returns nil.
+function _M.websocket(auth, opts)
+    return websocket().serve(auth, opts)
+end
+
+-- init_worker_by_lua: the subscriber for emit and logout.
+function _M.init_worker(opts)
+    return bus().init_worker(opts)
+end
+
+function _M.emit(msg)
+    return bus().emit(msg)
+end
+
+-- This worker's sockets whose user fn(user, socket) accepts.
+function _M.filter_sockets_by_user(fn)
+    return registry().filter(fn)
+end
+
+-- This worker's sockets of one passport.user value (an index lookup).
+function _M.sockets_of(user)
+    return registry().of_user(user)
 end
 
 return _M

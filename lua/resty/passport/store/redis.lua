@@ -29,6 +29,7 @@
 -- 0.98-1.13).  Equal speed, so the simpler one, which keeps libhiredis out
 -- of nginx, wins.
 local ffi = require "ffi"
+local resp_codec = require "resty.passport.resp"
 
 local byte = string.byte
 local concat = table.concat
@@ -38,7 +39,6 @@ local ffi_string = ffi.string
 local floor = math.floor
 local pairs = pairs
 local pcall = pcall
-local select = select
 local setmetatable = setmetatable
 local sub = string.sub
 local tonumber = tonumber
@@ -314,31 +314,47 @@ local function exchange(self, sock, sid, fresh)
     return fail(sock, "GET", "unexpected reply")
 end
 
-local function fetch_cosocket(self, sid)
+local function cosocket_phase()
     local phase = get_phase()
     if not COSOCKET_PHASES[phase] then
         return nil, "redis: cosockets are not available in the " .. phase
                .. " phase (use rewrite, access, content or a timer)"
     end
+    return true
+end
+
+-- A connection from the pool (or a new one); fresh is true when it still
+-- needs the AUTH/SELECT prelude.
+local function connect(self)
+    local sock, err = tcp()
+    if not sock then
+        return nil, "redis: " .. err
+    end
+    sock:settimeouts(self.connect_timeout, self.read_timeout,
+                     self.read_timeout)
+    local ok
+    if self.path then
+        ok, err = sock:connect(self.unix, self.pool_opts)
+    else
+        ok, err = sock:connect(self.host, self.port, self.pool_opts)
+    end
+    if not ok then
+        sock:close()
+        return nil, "redis: connect to " .. self.addr .. " failed: " .. err
+    end
+    return sock, sock:getreusedtimes() == 0
+end
+
+local function fetch_cosocket(self, sid)
+    local ok, err = cosocket_phase()
+    if not ok then
+        return nil, err
+    end
     for attempt = 1, 2 do
-        local sock, err = tcp()
+        local sock, fresh = connect(self)
         if not sock then
-            return nil, "redis: " .. err
+            return nil, fresh
         end
-        sock:settimeouts(self.connect_timeout, self.read_timeout,
-                         self.read_timeout)
-        local ok
-        if self.path then
-            ok, err = sock:connect(self.unix, self.pool_opts)
-        else
-            ok, err = sock:connect(self.host, self.port, self.pool_opts)
-        end
-        if not ok then
-            sock:close()
-            return nil, "redis: connect to " .. self.addr .. " failed: "
-                        .. err
-        end
-        local fresh = sock:getreusedtimes() == 0
         local json, stale
         json, err, stale = exchange(self, sock, sid, fresh)
         if not (stale and not fresh and attempt == 1) then
@@ -350,14 +366,7 @@ end
 ---------------------------------------------------------------------------
 -- The store.
 
-local function resp(...)
-    local parts = { "*", select("#", ...), "\r\n" }
-    for i = 1, select("#", ...) do
-        local s = tostring((select(i, ...)))
-        parts[#parts + 1] = "$" .. #s .. "\r\n" .. s .. "\r\n"
-    end
-    return concat(parts)
-end
+local resp = resp_codec.encode
 
 -- level 3: the caller of new() (bad <- new <- caller)
 local function bad(name, msg, level)
@@ -523,6 +532,63 @@ function _M.get(self, sid)
         cache:set(sid, json, ttl / 1000)
     end
     return json
+end
+
+-- One command over a pooled connection (nginx only): the reply as
+-- resty.passport.resp reads it, or nil and an error.  For PUBLISH, MGET
+-- and CONFIG from the socket layer; sessions are read with get().
+function _M.command(self, ...)
+    if type(self) ~= "table" or self._fetch == nil then
+        error("bad argument #1 to 'command' (store expected)", 2)
+    end
+    if self.backend ~= "cosocket" then
+        error("store:command needs nginx cosockets", 2)
+    end
+    local ok, err = cosocket_phase()
+    if not ok then
+        return nil, err
+    end
+    local name = ...
+    local cmd = resp_codec.encode(...)
+    for attempt = 1, 2 do
+        local sock, fresh = connect(self)
+        if not sock then
+            return nil, fresh
+        end
+        if fresh and self.prelude then
+            ok, err = sock:send { self.prelude, cmd }
+        else
+            ok, err = sock:send(cmd)
+        end
+        if ok and fresh then
+            if self.password then
+                ok, err = read_status(sock, "AUTH")
+                if not ok then return nil, err end
+            end
+            if self.db ~= 0 then
+                ok, err = read_status(sock, "SELECT")
+                if not ok then return nil, err end
+            end
+        end
+        local v, kind
+        if ok then
+            v, err, kind = resp_codec.read(sock, self.max_value_size)
+        else
+            kind = "io"
+        end
+        if v ~= nil or kind == "reply" then
+            sock:setkeepalive(self.keepalive_timeout)
+            if v == nil then
+                return nil, "redis: " .. name .. " failed: " .. err
+            end
+            return v
+        end
+        sock:close()
+        -- a pooled connection the server had closed: once more, fresh
+        if not (STALE[err] and not fresh and attempt == 1) then
+            return nil, "redis: " .. name .. " failed: " .. err
+        end
+    end
 end
 
 -- Closes the hiredis connection (outside nginx); a no-op in nginx, where

@@ -1,0 +1,153 @@
+-- This worker's WebSockets: a dense list for filters, and indexes by user
+-- key and by session id so that sockets_of() and logout reach their
+-- sockets without a scan.
+--
+-- A user key is the serialized passport.user with its type, so that the
+-- user 1 and the user "1" stay apart as they do in passport: "n1", "s1".
+-- For a table user, the value under user_key (default "id") stands for it.
+local error = error
+local format = string.format
+local next = next
+local tostring = tostring
+local type = type
+
+local _M = { _VERSION = "0.1.0" }
+
+local list = {}       -- i -> socket (dense; socket._slot = i)
+local count = 0
+local by_user = {}    -- key -> { [socket] = true }
+local by_sid = {}     -- session id -> { [socket] = true }
+
+_M.user_key = "id"
+
+-- The key of a passport.user value, or nil when it has none.
+local function key_of(v, field)
+    local t = type(v)
+    if t == "table" then
+        v = v[field or _M.user_key]
+        t = type(v)
+    end
+    if t == "string" then
+        return "s" .. v
+    elseif t == "number" then
+        -- %.17g round-trips every double, so equal numbers give equal keys
+        if v == v then return format("n%.17g", v) end
+    elseif t == "boolean" then
+        return v and "btrue" or "bfalse"
+    end
+    return nil
+end
+_M.key_of = key_of
+
+local function index_add(index, k, socket)
+    local set = index[k]
+    if not set then
+        set = {}
+        index[k] = set
+    end
+    set[socket] = true
+end
+
+local function index_del(index, k, socket)
+    local set = index[k]
+    if set then
+        set[socket] = nil
+        if next(set) == nil then index[k] = nil end
+    end
+end
+
+function _M.add(socket)
+    if socket._slot then return end
+    count = count + 1
+    list[count] = socket
+    socket._slot = count
+    if socket._key then index_add(by_user, socket._key, socket) end
+    if socket._sid then index_add(by_sid, socket._sid, socket) end
+end
+
+function _M.remove(socket)
+    local i = socket._slot
+    if not i then return end
+    local last = list[count]
+    list[i] = last
+    last._slot = i
+    list[count] = nil
+    count = count - 1
+    socket._slot = nil
+    if socket._key then index_del(by_user, socket._key, socket) end
+    if socket._sid then index_del(by_sid, socket._sid, socket) end
+end
+
+function _M.count()
+    return count
+end
+
+local function set_to_array(set)
+    local out, n = {}, 0
+    if set then
+        for s in next, set do
+            n = n + 1
+            out[n] = s
+        end
+    end
+    return out
+end
+
+-- passport.socketio's filterSocketsByUser: fn(user, socket) for every
+-- socket on this worker; the sockets it returns true for.
+function _M.filter(fn)
+    if type(fn) ~= "function" then
+        error("bad argument #1 to 'filter_sockets_by_user' (function expected, got "
+              .. type(fn) .. ")", 3)
+    end
+    local out, n = {}, 0
+    -- a copy of the bounds: fn may close sockets (and so reorder the list)
+    local snapshot = count
+    local copy = {}
+    for i = 1, snapshot do copy[i] = list[i] end
+    for i = 1, snapshot do
+        local s = copy[i]
+        if fn(s.user, s) then
+            n = n + 1
+            out[n] = s
+        end
+    end
+    return out
+end
+
+-- The sockets of a passport.user value (or its key) on this worker.
+function _M.of_user(user)
+    local k = key_of(user)
+    if k == nil then
+        error("bad argument #1 to 'sockets_of' (a passport.user value expected: "
+              .. "string, number, boolean, or a table with '" .. tostring(_M.user_key)
+              .. "')", 3)
+    end
+    return set_to_array(by_user[k])
+end
+
+function _M.of_key(k)
+    return set_to_array(by_user[k])
+end
+
+function _M.of_sid(sid)
+    return set_to_array(by_sid[sid])
+end
+
+-- The session ids with sockets here, for periodic revalidation.
+function _M.sids()
+    local out, n = {}, 0
+    for sid in next, by_sid do
+        n = n + 1
+        out[n] = sid
+    end
+    return out
+end
+
+function _M.all()
+    local out = {}
+    for i = 1, count do out[i] = list[i] end
+    return out
+end
+
+return _M

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs what a fresh Debian 12 machine lacks for building, testing and
 # the demo: Debian packages only (the Node side comes from `npm ci`).
+# chromium: the browser suite (spec/browser) drives it with playwright-core.
 set -eu
 PKGS="make gcc clang libclang-rt-14-dev valgrind pkg-config git
 luajit2 libluajit2-5.1-dev luarocks lua-busted lua-check lua-cjson lua-socket
 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
-redis-server libhiredis-dev libssl-dev nodejs npm wrk ${EXTRA_PKGS:-}"
+redis-server libhiredis-dev libssl-dev nodejs npm wrk
+chromium ${EXTRA_PKGS:-}"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -1,0 +1,177 @@
+// The client half of `make demo`: logs a demo user in through the gateway,
+// connects real clients through it and prints what happened.
+//
+//   node demo.js guard     http://127.0.0.1:<gateway port>   socket.io-client
+//   node demo.js terminate http://127.0.0.1:<gateway port>   a plain WebSocket (npm ws)
+//
+// Each outcome is printed as "[ok]" when it is what the gateway should do and
+// "[FAIL]" otherwise; the exit status is 0 only when every one was [ok].
+'use strict';
+const { io } = require('socket.io-client');
+const WebSocket = require('ws');
+
+const [mode, base] = process.argv.slice(2);
+const USER = { name: 'alice', password: 'wonderland' };
+const TIMEOUT = 5000;
+let failures = 0;
+
+const pad = (s, n) => s + ' '.repeat(Math.max(1, n - s.length));
+function report(ok, what, detail, more = []) {
+  if (!ok) failures += 1;
+  console.log(`  ${pad(ok ? '[ok]' : '[FAIL]', 7)}${pad(what, 31)}${detail}`);
+  for (const line of more) console.log(`  ${' '.repeat(38)}${line}`);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// POST a form through the gateway, asking for JSON.
+async function post(path, form, cookie) {
+  const headers = { accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' };
+  if (cookie) headers.cookie = cookie;
+  const res = await fetch(base + path, { method: 'POST', headers, body: new URLSearchParams(form), redirect: 'manual' });
+  return { status: res.status, body: await res.json().catch(() => null), setCookie: res.headers.getSetCookie() };
+}
+
+async function login() {
+  const r = await post('/login', { username: USER.name, password: USER.password });
+  const cookie = (r.setCookie.find((c) => c.startsWith('connect.sid=')) || '').split(';')[0];
+  if (r.status !== 200 || !cookie) throw new Error(`login failed: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  console.log(`  logged in as ${r.body.user.name} through the gateway (POST /login): ${cookie.slice(0, 24)}…`);
+  return cookie;
+}
+
+// The same cookie with one character of its signature changed.
+function tamper(cookie) {
+  const last = cookie.slice(-1);
+  return cookie.slice(0, -1) + (last === 'A' ? 'B' : 'A');
+}
+
+// ---- guard mode: socket.io through auth:access() ---------------------------
+
+// Resolves { socket, hello } or { error, status, message }.
+function sioConnect(cookie, origin) {
+  return new Promise((resolve) => {
+    const extraHeaders = {};
+    if (cookie) extraHeaders.cookie = cookie;
+    if (origin) extraHeaders.origin = origin;
+    const socket = io(base, { extraHeaders, reconnection: false, timeout: TIMEOUT });
+    const timer = setTimeout(() => { socket.close(); resolve({ error: 'timeout', message: 'no answer' }); }, TIMEOUT);
+    socket.on('hello', (hello) => { clearTimeout(timer); resolve({ socket, hello }); });
+    socket.on('connect_error', (err) => {
+      clearTimeout(timer);
+      socket.close();
+      let message = err.message;
+      try { message = JSON.parse(err.context.responseText).error || message; } catch (e) { /* not JSON */ }
+      resolve({ error: err.message, status: typeof err.description === 'number' ? err.description : null, message });
+    });
+  });
+}
+
+// Waits for a socket.io client to finish upgrading from long-polling.
+async function transportOf(socket) {
+  for (let i = 0; i < 40 && socket.io.engine && socket.io.engine.transport.name !== 'websocket'; i += 1) await sleep(50);
+  return socket.io.engine ? socket.io.engine.transport.name : 'closed';
+}
+
+function rejected(r, status, message) {
+  return !r.socket && r.status === status && r.message === message;
+}
+const verdict = (r) => (r.socket ? 'connected!' : `${r.status || r.error} ${r.message}`);
+
+async function guard() {
+  const cookie = await login();
+
+  const a = await sioConnect(cookie);
+  const transport = a.socket ? await transportOf(a.socket) : null;
+  const user = a.socket ? JSON.parse(a.hello.headers['x-passport-user']) : null;
+  report(!!a.socket && user.name === USER.name && a.hello.headers['x-passport-logged-in'] === 'true',
+    'accepted as the user', a.socket ? `socket.io (${transport}); the app says: "${a.hello.text}"` : verdict(a),
+    a.socket ? [`X-Passport-User: ${a.hello.headers['x-passport-user']}`,
+      `X-Passport-Logged-In: ${a.hello.headers['x-passport-logged-in']}`] : []);
+
+  const b = await sioConnect(null);
+  report(rejected(b, 401, 'No session found'), 'rejected without a cookie', verdict(b));
+
+  const c = await sioConnect(tamper(cookie));
+  report(rejected(c, 401, 'No session found'), 'rejected, tampered cookie', verdict(c));
+
+  const o = await sioConnect(cookie, 'https://evil.example');
+  report(rejected(o, 403, 'Origin not allowed'), 'rejected, foreign Origin', verdict(o));
+
+  // Logout.  In guard mode the gateway checks handshakes and the app holds
+  // the socket: an open socket.io connection is the app's to close.
+  const out = await post('/logout', {}, cookie);
+  await sleep(500);
+  const stillOpen = !!(a.socket && a.socket.connected);
+  const d = await sioConnect(cookie);
+  report(out.status === 200 && rejected(d, 401, 'No session found'), 'logged out: handshake refused',
+    `POST /logout, then the same cookie: ${verdict(d)}`,
+    [stillOpen ? 'the socket opened before the logout is still connected: guard mode checks'
+      : 'the socket opened before the logout was closed',
+    stillOpen ? 'handshakes only (terminate mode below closes it on logout, code 4401)' : '']
+      .filter(Boolean));
+  if (a.socket) a.socket.close();
+}
+
+// ---- terminate mode: the gateway holds a plain WebSocket --------------------
+
+// Resolves { ws, greeting } or { status, message } (the HTTP refusal).
+function wsConnect(cookie, origin, path = '/ws') {
+  return new Promise((resolve) => {
+    const headers = {};
+    if (cookie) headers.cookie = cookie;
+    if (origin) headers.origin = origin;
+    const ws = new WebSocket(base.replace(/^http/, 'ws') + path, { headers, handshakeTimeout: TIMEOUT });
+    const timer = setTimeout(() => { ws.terminate(); resolve({ status: 'timeout', message: 'no greeting' }); }, TIMEOUT);
+    ws.once('message', (data) => { clearTimeout(timer); resolve({ ws, greeting: data.toString() }); });
+    ws.on('unexpected-response', (req, res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => {
+        clearTimeout(timer);
+        let message = body;
+        try { message = JSON.parse(body).error; } catch (e) { /* not JSON */ }
+        resolve({ status: res.statusCode, message });
+      });
+    });
+    ws.on('error', (err) => { clearTimeout(timer); resolve({ status: 'error', message: err.message }); });
+  });
+}
+const wsVerdict = (r) => (r.ws ? 'connected!' : `${r.status} ${r.message}`);
+const wsRejected = (r, status, message) => !r.ws && r.status === status && r.message === message;
+
+async function terminate() {
+  const cookie = await login();
+
+  const a = await wsConnect(cookie);
+  report(!!a.ws && a.greeting.includes(USER.name), 'accepted as the user',
+    a.ws ? `WebSocket held by nginx; it says: "${a.greeting}"` : wsVerdict(a));
+
+  const b = await wsConnect(null);
+  report(wsRejected(b, 401, 'No session found'), 'rejected without a cookie', wsVerdict(b));
+
+  const c = await wsConnect(tamper(cookie));
+  report(wsRejected(c, 401, 'No session found'), 'rejected, tampered cookie', wsVerdict(c));
+
+  // Logout: the app publishes it, every gateway worker closes the user's sockets.
+  let closed = null;
+  if (a.ws) {
+    const gone = new Promise((resolve) => a.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    const out = await post('/logout', {}, cookie);
+    closed = await Promise.race([gone, sleep(TIMEOUT).then(() => null)]);
+    if (out.status !== 200) closed = null;
+  }
+  report(!!closed && closed.code === 4401, 'disconnected after logout',
+    closed ? `POST /logout; the open WebSocket was closed: ${closed.code} ${closed.reason}`
+      : 'POST /logout; the open WebSocket was NOT closed');
+  if (a.ws) a.ws.terminate();
+}
+
+const run = { guard, terminate }[mode];
+if (!run || !base) {
+  console.error('usage: node demo.js guard|terminate <gateway base URL>');
+  process.exit(2);
+}
+run().then(() => process.exit(failures ? 1 : 0), (e) => {
+  console.log(`  [FAIL] ${e.message}`);
+  process.exit(1);
+});

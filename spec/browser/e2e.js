@@ -1,0 +1,62 @@
+// One browser session against a running gateway (tools/demo.sh run): headless
+// Debian Chromium driven by playwright-core.  Prints one JSON line with what
+// the page showed; saves screenshots into <out dir>.
+// usage: node e2e.js guard|terminate <gateway base URL> <out dir>
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const [mode, base, outDir] = process.argv.slice(2);
+const TIMEOUT = 10000;
+
+async function main() {
+  fs.mkdirSync(outDir, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    // --no-sandbox: Chromium refuses to run as root with its sandbox; the
+    // others keep it off this closed network.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const out = { mode, console: [] };
+  try {
+    const page = await browser.newPage({ viewport: { width: 900, height: 760 } });
+    page.setDefaultTimeout(TIMEOUT);
+    page.on('console', (m) => out.console.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => out.console.push(`pageerror: ${e.message}`));
+    const state = () => page.locator('#state').innerText();
+    const settled = (re) => page.waitForFunction(
+      (src) => new RegExp(src).test(document.getElementById('state').textContent), re.source);
+
+    // Not logged in: the page tries anyway and shows the gateway's verdict.
+    await page.goto(`${base}${mode === 'terminate' ? '/terminate.html' : '/'}`);
+    await settled(/rejected|accepted|closed/);
+    out.before = await state();
+    await page.screenshot({ path: path.join(outDir, `${mode}-logged-out.png`), fullPage: true });
+
+    // Log in with the form (a real POST through the gateway to the app).
+    await page.fill('#username', 'alice');
+    await page.fill('#password', 'wonderland');
+    await Promise.all([page.waitForNavigation(), page.click('#login-button')]);
+    await settled(/rejected|accepted|closed/);
+    out.me = await page.locator('#me').innerText();
+    out.after = await state();
+    out.greeting = await page.locator('#greeting').innerText();
+    out.headers = await page.locator('#headers').innerText().catch(() => null);
+    await page.screenshot({ path: path.join(outDir, `${mode}.png`), fullPage: true });
+
+    if (mode === 'terminate') {
+      // Log out without leaving the page: the gateway closes the socket (4401).
+      await page.click('#logout-button');
+      await settled(/closed/);
+      out.after_logout = await state();
+      await page.screenshot({ path: path.join(outDir, `${mode}-after-logout.png`), fullPage: true });
+    }
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(out));
+}
+
+main().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack || e) })); process.exit(1); });

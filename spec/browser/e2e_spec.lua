@@ -1,0 +1,81 @@
+-- End to end in a real browser: `tools/demo.sh run` (what `make run` starts:
+-- redis-server, the example Express app, both example gateways) and headless
+-- Debian Chromium driven by playwright-core (spec/browser/e2e.js).  The page
+-- logs in with its form, connects through the gateway and shows the greeting;
+-- screenshots go to build/e2e/ (E2E_OUT overrides).
+local cjson = require "cjson"
+local socket = require "socket"
+local proc = require "support.proc"
+local nginx_server = require "support.nginx_server"
+
+local ROOT = nginx_server.root
+local OUT = os.getenv("E2E_OUT") or (ROOT .. "/build/e2e")
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function read(path)
+    local f = io.open(path)
+    if not f then return "" end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+local function browse(mode, url)
+    local out = proc.sh("cd " .. q(ROOT) .. " && node spec/browser/e2e.js " .. mode .. " "
+                        .. q(url) .. " " .. q(OUT))
+    local line = out:match("(%b{})%s*$")
+    assert(line, "the browser script said: " .. out)
+    local r = cjson.decode(line)
+    assert(not r.error, r.error)
+    return r
+end
+
+describe("the example page in headless Chromium", function()
+    local pid, log, urls = nil, os.tmpname(), {}
+
+    setup(function()
+        -- its own session and process group (setsid), so a teardown that
+        -- finds it stuck can still stop all it started
+        pid = tonumber((proc.sh("cd " .. q(ROOT) .. " && setsid nohup tools/demo.sh run > " .. q(log)
+                                .. " 2>&1 & echo $!")))
+        local deadline = socket.gettime() + 30
+        while socket.gettime() < deadline do
+            local text = read(log)
+            if text:find("Ctrl-C stops everything", 1, true) then
+                for mode, url in text:gmatch("(%a+) mode: open (http://[%d.:]+)") do
+                    urls[mode] = url
+                end
+                return
+            end
+            if not proc.alive(pid) then break end
+            socket.sleep(0.1)
+        end
+        error("tools/demo.sh run did not come up:\n" .. read(log))
+    end)
+
+    teardown(function()
+        if pid and proc.alive(pid) then
+            proc.sh("kill -TERM " .. pid)
+            local deadline = socket.gettime() + 15
+            while proc.alive(pid) and socket.gettime() < deadline do socket.sleep(0.1) end
+            if proc.alive(pid) then
+                -- setsid made it a process group of its own: everything it started
+                proc.sh("kill -KILL -- -" .. pid)
+            end
+        end
+        os.remove(log)
+    end)
+
+    it("guard mode: rejected before login; after the login form, socket.io greets the user", function()
+        assert.truthy(urls.guard, read(log))
+        local r = browse("guard", urls.guard)
+        assert.equal("rejected by the gateway: 401 No session found", r.before)
+        assert.equal("alice (admin)", r.me)
+        assert.equal("accepted by the gateway", r.after, cjson.encode(r))
+        assert.matches("^Hello alice %(admin%)", r.greeting)
+        assert.matches('x%-passport%-user: {[^\n]*"name":"alice"', r.headers)
+        assert.matches("x-passport-logged-in: true", r.headers, 1, true)
+        assert.truthy(io.open(OUT .. "/guard.png"), "no screenshot")
+    end)
+end)

@@ -1,0 +1,265 @@
+-- Shared by the fault and abuse specs (spec/integration/fault_*_spec.lua):
+-- what a worker holds (fds by kind, RSS), the invariants checked after each
+-- fault, and the wsload driver (spec/support/wsload.c, built on demand).
+--
+--   local fault = require "support.fault"
+--   local base = fault.snapshot(nginx, { redis = redis.port, upstream = up.port })
+--   ... a fault ...
+--   fault.invariants(nginx, base, { probe = probe_port, rss = true })
+--   local res = fault.load(port, lines, { mode = "hold", conc = 500 })
+local socket = require "socket"
+local proc = require "support.proc"
+local nginx_server = require "support.nginx_server"
+
+local M = {}
+local ROOT = nginx_server.root
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+-- The worker pids of an nginx (children of the master).
+function M.workers(nginx)
+    local out = proc.sh("pgrep -P " .. nginx.pid)
+    local pids = {}
+    for pid in out:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    table.sort(pids)
+    return pids
+end
+
+-- inode -> { lport, rport, state } for every TCP socket on the host.
+local function tcp_table()
+    local t = {}
+    for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+        for line in (read_file(file) or ""):gmatch("[^\n]+") do
+            local lp, rp, st, ino = line:match(
+                "^%s*%d+: %x+:(%x+) %x+:(%x+) (%x+) %S+ %S+ %S+ +%d+ +%d+ (%d+)")
+            if lp then
+                t[ino] = { lport = tonumber(lp, 16), rport = tonumber(rp, 16),
+                           state = st }
+            end
+        end
+    end
+    return t
+end
+
+-- What one worker holds: { total, files, listen, client, redis, upstream,
+-- other, rss (kB) }.  ports = { listen = {p...}, redis = p or {p...},
+-- upstream = {p...} }: Redis connections are pooled, upstream ones not.
+function M.worker_state(pid, ports, tcp)
+    tcp = tcp or tcp_table()
+    local s = { total = 0, files = 0, listen = 0, client = 0, redis = 0,
+                upstream = 0, other = 0 }
+    local listen = {}
+    for _, p in ipairs(ports.listen or {}) do listen[p] = true end
+    local upstream, redis = {}, {}
+    for _, p in ipairs(ports.upstream or {}) do upstream[p] = true end
+    for _, p in ipairs(type(ports.redis) == "table" and ports.redis or { ports.redis }) do
+        redis[p] = true
+    end
+    local out = proc.sh("ls -l /proc/" .. pid .. "/fd")
+    for target in out:gmatch("%-> ([^\n]+)") do
+        s.total = s.total + 1
+        local ino = target:match("^socket:%[(%d+)%]")
+        local sock = ino and tcp[ino]
+        if not ino then
+            s.files = s.files + 1
+        elseif not sock then
+            s.other = s.other + 1 -- unix sockets, socketpairs
+        elseif sock.state == "0A" then
+            s.listen = s.listen + 1
+        elseif listen[sock.lport] then
+            s.client = s.client + 1
+        elseif redis[sock.rport] then
+            s.redis = s.redis + 1
+        elseif upstream[sock.rport] then
+            s.upstream = s.upstream + 1
+        else
+            s.other = s.other + 1
+        end
+    end
+    local status = read_file("/proc/" .. pid .. "/status") or ""
+    s.rss = tonumber(status:match("VmRSS:%s*(%d+)")) or 0
+    return s
+end
+
+function M.describe(s)
+    return ("%d fds (files %d, listen %d, clients %d, redis %d, upstream %d, "
+            .. "other %d), RSS %d kB"):format(s.total, s.files, s.listen,
+            s.client, s.redis, s.upstream, s.other, s.rss)
+end
+
+-- pid -> worker_state for every worker; the pids in .pids.
+function M.snapshot(nginx, ports)
+    local snap = { pids = M.workers(nginx), ports = ports, by = {} }
+    local tcp = tcp_table()
+    for _, pid in ipairs(snap.pids) do
+        snap.by[pid] = M.worker_state(pid, ports, tcp)
+    end
+    return snap
+end
+
+-- The worker pids that answer GET /_pid on the reuseport probe port (the
+-- kernel spreads those connections over the workers by source port).
+function M.answering(port, tries)
+    local seen, n = {}, 0
+    for _ = 1, tries or 40 do
+        local c = socket.tcp()
+        c:settimeout(2)
+        if c:connect("127.0.0.1", port) then
+            c:send("GET /_pid HTTP/1.0\r\nHost: x\r\n\r\n")
+            local raw = c:receive("*a")
+            local pid = raw and tonumber(raw:match("\r\n\r\n(%d+)"))
+            if pid and not seen[pid] then
+                seen[pid] = true
+                n = n + 1
+            end
+        end
+        c:close()
+    end
+    return seen, n
+end
+
+-- Checks, after a fault, that:
+--   * no worker exited on a signal (error log) and the pids are the same;
+--   * every worker answers on the probe port;
+--   * each worker's fds come back to the baseline (within `wait` s): the
+--     same files, listeners, other sockets; no client or upstream
+--     connection left; Redis connections at most the pool size;
+--   * with opts.rss: RSS within 5 % of the baseline's.
+-- Returns a report string (for the spec's output); raises on a breach.
+function M.invariants(nginx, base, opts)
+    opts = opts or {}
+    local log = nginx:error_log()
+    local crash = log:match("[^\n]*exited on signal[^\n]*")
+    assert(not crash, "a worker crashed: " .. tostring(crash))
+    local alert = log:match("[^\n]*%[alert%][^\n]*")
+    assert(not alert, "an alert in the error log: " .. tostring(alert))
+    local pids = M.workers(nginx)
+    assert(table.concat(pids, ",") == table.concat(base.pids, ","),
+           "workers changed: " .. table.concat(base.pids, ",") .. " -> "
+           .. table.concat(pids, ","))
+    if opts.probe then
+        local seen, n = M.answering(opts.probe)
+        assert(n == #pids, "only " .. n .. " of " .. #pids .. " workers answer")
+        for _, pid in ipairs(pids) do
+            assert(seen[pid], "worker " .. pid .. " does not answer")
+        end
+    end
+    local pool = opts.pool_size or 30
+    local deadline = socket.gettime() + (opts.wait or 10)
+    local report, bad
+    repeat
+        local tcp = tcp_table()
+        report, bad = {}, nil
+        for _, pid in ipairs(pids) do
+            local b = base.by[pid]
+            local s = M.worker_state(pid, base.ports, tcp)
+            report[#report + 1] = ("worker %d: %s (baseline %s)"):format(
+                pid, M.describe(s), M.describe(b))
+            if s.files ~= b.files or s.listen ~= b.listen or s.other > b.other
+               or s.client > 0 or s.upstream > (opts.upstream_pool or 0)
+               or s.redis > math.max(pool, b.redis) then
+                bad = "worker " .. pid .. " fds not back to baseline: "
+                      .. M.describe(s) .. " vs " .. M.describe(b)
+            end
+            if opts.rss and s.rss > b.rss * 1.05 then
+                bad = (bad and bad .. "; " or "") .. ("worker %d RSS %d kB, "
+                      .. "more than 5 %% over its baseline %d kB"):format(
+                      pid, s.rss, b.rss)
+            end
+        end
+        if bad then socket.sleep(0.2) end
+    until not bad or socket.gettime() > deadline
+    assert(not bad, bad)
+    return table.concat(report, "\n")
+end
+
+---------------------------------------------------------------------------
+-- wsload
+
+local WSLOAD_SRC = ROOT .. "/spec/support/wsload.c"
+local WSLOAD_BIN = ROOT .. "/build/spec/wsload"
+
+function M.wsload_bin()
+    local out, ok = proc.sh("mkdir -p " .. ROOT .. "/build/spec && "
+        .. "{ [ " .. WSLOAD_BIN .. " -nt " .. WSLOAD_SRC .. " ] || "
+        .. "cc -O2 -Wall -Wextra -Werror -o " .. WSLOAD_BIN .. " " .. WSLOAD_SRC
+        .. "; }")
+    assert(ok, "building wsload failed: " .. out)
+    return WSLOAD_BIN
+end
+
+-- Starts wsload against 127.0.0.1:port with lines = { "<path>\t<cookie>" },
+-- in the background.  opts: mode, conc, rounds, timeout.  :wait() returns
+-- a list per round of { status = n, seen = s } in line order, and wsload's
+-- summary line.
+local Load = {}
+Load.__index = Load
+
+function M.load_async(port, lines, opts)
+    opts = opts or {}
+    local bin = M.wsload_bin()
+    local self = setmetatable({ input = os.tmpname(), output = os.tmpname(),
+                                errput = os.tmpname(), done = os.tmpname() }, Load)
+    local f = assert(io.open(self.input, "wb"))
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+    os.remove(self.done)
+    local cmd = ("%s -p %d -c %d -m %s -r %d -t %s < %s > %s 2> %s; echo $? > %s"):format(
+        bin, port, opts.conc or 100, opts.mode or "close", opts.rounds or 1,
+        tostring(opts.timeout or 10), self.input, self.output, self.errput, self.done)
+    os.execute("(" .. cmd .. ") &")
+    return self
+end
+
+function Load:wait(limit)
+    local deadline = socket.gettime() + (limit or 120)
+    while not read_file(self.done) and socket.gettime() < deadline do
+        socket.sleep(0.02)
+    end
+    local rc = read_file(self.done)
+    local text = read_file(self.output) or ""
+    local summary = read_file(self.errput) or ""
+    for _, k in ipairs { "input", "output", "errput", "done" } do os.remove(self[k]) end
+    assert(rc and tonumber(rc) == 0, "wsload failed or did not finish: " .. summary)
+    local rounds = {}
+    for r, i, st, seen in text:gmatch("(%d+) (%d+) (%-?%d+) ([^\n]*)") do
+        r, i = tonumber(r), tonumber(i) + 1
+        rounds[r] = rounds[r] or {}
+        rounds[r][i] = { status = tonumber(st), seen = seen }
+    end
+    return rounds, (summary:gsub("%s+$", ""))
+end
+
+-- The same, waiting for it.
+function M.load(port, lines, opts)
+    return M.load_async(port, lines, opts):wait()
+end
+
+-- Counts of statuses in one round's results: { [status] = n }.
+function M.tally(results)
+    local t = {}
+    for _, r in ipairs(results) do t[r.status] = (t[r.status] or 0) + 1 end
+    return t
+end
+
+function M.show_tally(t)
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local out = {}
+    for _, k in ipairs(keys) do out[#out + 1] = k .. ": " .. t[k] end
+    return table.concat(out, ", ")
+end
+
+-- The sid inside an express-session Cookie header value ("connect.sid=s%3A<sid>.<sig>").
+function M.sid_of(cookie)
+    return cookie:match("s%%3A(.-)%.[^.]*$") or cookie:match("s:(.-)%.[^.]*$")
+end
+
+return M

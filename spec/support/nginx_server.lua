@@ -4,6 +4,7 @@
 --   local ngx_server = require "support.nginx_server"
 --   local nginx = ngx_server.start {
 --       workers = 2,           -- worker_processes (default 1)
+--       worker_connections = 16384, -- per worker (default 4096)
 --       main = "...",          -- main-context directives
 --       http = "...",          -- http-context directives (init_by_lua_block...)
 --       server = "...",        -- inside the server { listen 127.0.0.1:<port>; }
@@ -63,7 +64,7 @@ daemon on;
 master_process on;
 pid {{prefix}}/nginx.pid;
 error_log {{prefix}}/error.log {{log_level}};
-events { worker_connections 4096; }
+events { worker_connections {{worker_connections}}; }
 {{main}}
 http {
     access_log off;
@@ -142,6 +143,7 @@ function M.start(opts)
         -- a 0700 temp dir or unix socket.
         user = sh("id -u"):match("^0%s") and "user root root;" or "",
         workers = tostring(opts.workers or 1),
+        worker_connections = tostring(opts.worker_connections or 4096),
         prefix = prefix,
         log_level = opts.log_level or "info",
         main = opts.main or "",

@@ -19,14 +19,7 @@ REPO=$PWD
 CMD=${1:-demo}
 case "$CMD" in demo|run) ;; *) echo "usage: $0 demo|run" >&2; exit 2 ;; esac
 
-if [ -z "${MODES:-}" ]; then
-    MODES=guard
-    if [ -f examples/terminate/nginx.conf ] && [ -f lua/resty/passport/websocket.lua ]; then
-        MODES="guard terminate"
-    else
-        echo "demo: terminate mode is not built yet (lua/resty/passport/websocket.lua): guard mode only"
-    fi
-fi
+MODES=${MODES:-guard terminate}
 # Two secrets show a rotation: the app signs with the first, both verify.
 export SECRET=${SECRET:-demo-secret-2,demo-secret-1}
 export PREFIX=${PREFIX:-sess:}
@@ -106,9 +99,12 @@ wait_port() { # port name pid log
     exit 1
 }
 
+# Keyspace events (K, generic g, string $, expired x, evicted e) let the
+# terminate-mode gateway see a logout at once.
 start_redis() {
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR" --save '' \
-        --appendonly no --daemonize no --logfile "$RUN_DIR/redis.log" &
+        --appendonly no --daemonize no --logfile "$RUN_DIR/redis.log" \
+        --notify-keyspace-events 'Kg$xe' &
     started redis $!
     wait_port "$REDIS_PORT" redis-server $! "$RUN_DIR/redis.log"
 }
@@ -144,12 +140,12 @@ DESCRIBE_terminate="nginx holds the WebSocket itself (passport.websocket) and gr
 
 echo "== lua-resty-passport demo (temp dir $RUN_DIR)"
 start_redis
-echo "  redis-server    127.0.0.1:$REDIS_PORT   (pid ${PIDS[redis]})"
+echo "  redis-server      127.0.0.1:$REDIS_PORT   (pid ${PIDS[redis]})"
 start_app
-echo "  Express app     127.0.0.1:$APP_PORT   (pid ${PIDS[app]}, examples/app/server.js)"
+echo "  Express app       127.0.0.1:$APP_PORT   (pid ${PIDS[app]}, examples/app/server.js)"
 for mode in $MODES; do
     start_gateway "$mode"
-    printf '  gateway %-7s http://127.0.0.1:%s/   (pid %s, examples/%s/nginx.conf)\n' \
+    printf '  gateway %-9s http://127.0.0.1:%s/   (pid %s, examples/%s/nginx.conf)\n' \
         "$mode" "${GATEWAY_PORT[$mode]}" "${PIDS[nginx-$mode]}" "$mode"
 done
 

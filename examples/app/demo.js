@@ -122,7 +122,11 @@ function wsConnect(cookie, origin, path = '/ws') {
     if (origin) headers.origin = origin;
     const ws = new WebSocket(base.replace(/^http/, 'ws') + path, { headers, handshakeTimeout: TIMEOUT });
     const timer = setTimeout(() => { ws.terminate(); resolve({ status: 'timeout', message: 'no greeting' }); }, TIMEOUT);
-    ws.once('message', (data) => { clearTimeout(timer); resolve({ ws, greeting: data.toString() }); });
+    const messages = [];
+    ws.on('message', (data) => {
+      messages.push(JSON.parse(data.toString()));
+      if (messages.length === 1) { clearTimeout(timer); resolve({ ws, greeting: messages[0], messages }); }
+    });
     ws.on('unexpected-response', (req, res) => {
       let body = '';
       res.on('data', (d) => { body += d; });
@@ -139,12 +143,18 @@ function wsConnect(cookie, origin, path = '/ws') {
 const wsVerdict = (r) => (r.ws ? 'connected!' : `${r.status} ${r.message}`);
 const wsRejected = (r, status, message) => !r.ws && r.status === status && r.message === message;
 
+// Waits until pred() holds (or ms pass); returns whether it held.
+async function until(pred, ms = TIMEOUT) {
+  for (let t = 0; t < ms && !pred(); t += 50) await sleep(50);
+  return !!pred();
+}
+
 async function terminate() {
   const cookie = await login();
 
   const a = await wsConnect(cookie);
-  report(!!a.ws && a.greeting.includes(USER.name), 'accepted as the user',
-    a.ws ? `WebSocket held by nginx; it says: "${a.greeting}"` : wsVerdict(a));
+  report(!!a.ws && a.greeting.type === 'hello' && a.greeting.user.name === USER.name, 'accepted as the user',
+    a.ws ? `WebSocket held by nginx; it says: "${a.greeting.text}"` : wsVerdict(a));
 
   const b = await wsConnect(null);
   report(wsRejected(b, 401, 'No session found'), 'rejected without a cookie', wsVerdict(b));
@@ -152,7 +162,23 @@ async function terminate() {
   const c = await wsConnect(tamper(cookie));
   report(wsRejected(c, 401, 'No session found'), 'rejected, tampered cookie', wsVerdict(c));
 
-  // Logout: the app publishes it, every gateway worker closes the user's sockets.
+  // passport.emit from Lua: alice (admin) announces to the role "user"; bob
+  // (a user, maybe on the other worker) gets it, alice does not; bob may not announce.
+  const bobCookie = (await post('/login', { username: 'bob', password: 'builder' })).setCookie[0].split(';')[0];
+  const bob = await wsConnect(bobCookie);
+  const sent = await post('/admin/announce', { role: 'user', text: 'maintenance at 18:00' }, cookie);
+  const got = (r) => r.ws && r.messages.some((m) => m.type === 'announcement');
+  const bobGot = await until(() => got(bob), 2000);
+  await sleep(200);
+  report(sent.status === 200 && bobGot && a.ws && !got(a), 'emit to a role (admin only)',
+    `POST /admin/announce role=user as alice: ${sent.status}, published to ${sent.body && sent.body.workers} worker(s);`,
+    [`bob (user) got it: ${bobGot}; alice (admin) got it: ${!!got(a)}`]);
+  const refused = await post('/admin/announce', { role: 'user', text: 'hi' }, bobCookie);
+  report(refused.status === 403 && refused.body && refused.body.error === 'handshake unauthorized',
+    'emit refused to a non-admin', `POST /admin/announce as bob: ${refused.status} ${refused.body && refused.body.error}`);
+  if (bob.ws) bob.ws.terminate();
+
+  // Logout: the session ends in Redis, the gateway closes the user's sockets.
   let closed = null;
   if (a.ws) {
     const gone = new Promise((resolve) => a.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));

@@ -27,8 +27,6 @@ const HOST = process.env.HOST || '127.0.0.1';
 const REDIS_URL = process.env.REDIS_URL || `redis://127.0.0.1:${process.env.REDIS_PORT || 6379}`;
 const SECRETS = (process.env.SECRET || 'keyboard cat').split(',');
 const PREFIX = process.env.PREFIX || 'sess:';
-// Where the gateway's terminate mode listens for logouts (see ../terminate/nginx.conf).
-const LOGOUT_CHANNEL = process.env.LOGOUT_CHANNEL || 'passport:emit';
 
 // The demo users (a real app has a database).
 const USERS = [
@@ -84,19 +82,13 @@ async function main() {
     });
   })(req, res, next));
 
-  app.post('/logout', (req, res, next) => {
-    const user = req.user;
-    req.logout((err) => {
-      if (err) return next(err);
-      // Terminate mode: the gateway holds the sockets, so tell it.  Every
-      // worker of every gateway subscribed to the channel closes this user's
-      // sockets (close code 4401).  Harmless when nobody listens (guard mode).
-      const done = () => (wantsJson(req) ? res.json({ ok: true }) : res.redirect(back(req)));
-      if (!user) return done();
-      return redis.publish(LOGOUT_CHANNEL, JSON.stringify({ logout: user.id }))
-        .catch((e) => console.error('publish:', e.message)).finally(done);
-    });
-  });
+  // Terminate mode: the gateway sees the session end in Redis (keyspace
+  // events, or its periodic re-check) and closes this user's sockets with
+  // code 4401; nothing to do here.
+  app.post('/logout', (req, res, next) => req.logout((err) => {
+    if (err) return next(err);
+    return wantsJson(req) ? res.json({ ok: true }) : res.redirect(back(req));
+  }));
 
   // Who the app thinks you are (the page shows it).
   app.get('/me', (req, res) => res.json({ user: req.user || null }));

@@ -43,10 +43,21 @@ async function main() {
     out.me = await page.locator('#me').innerText();
     out.after = await state();
     out.greeting = await page.locator('#greeting').innerText();
-    out.headers = await page.locator('#headers').innerText().catch(() => null);
+    if (mode === 'guard') out.headers = await page.locator('#headers').innerText();
     await page.screenshot({ path: path.join(outDir, `${mode}.png`), fullPage: true });
 
     if (mode === 'terminate') {
+      // An admin's announcement to the role "admin" comes back over the socket
+      // (passport.emit from Lua, through Redis, to every worker).
+      await page.selectOption('#announce-role', 'admin');
+      await page.fill('#announce-text', 'to the admins');
+      await page.click('#announce-button');
+      await page.waitForFunction(() => /published|refused/.test(document.getElementById('announce-result').textContent));
+      out.announce_result = await page.locator('#announce-result').innerText();
+      const item = page.locator('#log li', { hasText: 'announcement from' });
+      await item.first().waitFor();
+      out.announcement = await item.first().innerText();
+      await page.screenshot({ path: path.join(outDir, `${mode}.png`), fullPage: true });
       // Log out without leaving the page: the gateway closes the socket (4401).
       await page.click('#logout-button');
       await settled(/closed/);

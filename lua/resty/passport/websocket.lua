@@ -137,7 +137,9 @@ local function http_error(status, msg, extra)
     if extra then
         for k, v in pairs(extra) do ngx.header[k] = v end
     end
-    ngx.print(cjson.encode({ error = msg }))
+    local body = cjson.encode({ error = msg })
+    ngx.header["Content-Length"] = #body
+    ngx.print(body)
     return ngx.exit(status)
 end
 

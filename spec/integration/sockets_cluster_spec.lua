@@ -1,0 +1,274 @@
+-- The gateway holding the WebSockets, as a cluster: two nginx instances
+-- (two gateway nodes) with two workers each, one redis-server, a real
+-- Express app (express-session + connect-redis + passport-local) for login
+-- and logout, and real npm `ws` clients.  emit crosses workers and nodes,
+-- named filters reach only their users, filter_sockets_by_user and
+-- sockets_of answer for their worker, and a logout in the app closes that
+-- user's sockets (4401) within a second while the others stay.
+local redis_server = require "support.redis_server"
+local nginx_server = require "support.nginx_server"
+local node = require "support.node_app"
+local ws_clients = require "support.ws_clients"
+local socket = require "socket"
+local cjson = require "cjson"
+
+local SECRET = "cluster spec secret"
+
+-- One gateway node; logout is the init_worker option as Lua source.
+local function gateway(name, redis_port, logout)
+    return nginx_server.start {
+        workers = 2,
+        http = ([[
+    init_by_lua_block {
+        local passport = require "resty.passport"
+        -- the app's users, as its deserializeUser sees them
+        local USERS = { [0] = { "zero", "user" }, [1] = { "ann", "admin" }, [2] = { "bob", "user" } }
+        store = passport.redis { port = %d }
+        auth = passport.authorize { secret = %q, store = store,
+            deserialize_user = function(id)
+                local u = USERS[id]
+                return u and { id = id, username = u[1], role = u[2] }
+            end }
+    }
+    init_worker_by_lua_block {
+        require("resty.passport").init_worker {
+            store = store,
+            filters = { admins = function(user) return user.role == "admin" end },
+            logout = %s,
+        }
+    }
+]]):format(redis_port, SECRET, logout),
+        server = ([[
+        location = /ws {
+            content_by_lua_block {
+                local passport = require "resty.passport"
+                local cjson = require "cjson"
+                local s = passport.websocket(auth)
+                if not s then return end
+                s:send(cjson.encode { hello = s.user.username, pid = ngx.worker.pid(),
+                                      node = %q, id = s.id })
+                while true do
+                    local m = s:recv()
+                    if not m then break end
+                    if m == "who" then
+                        local out = {}
+                        for _, x in ipairs(passport.filter_sockets_by_user(
+                                function(u) return u.role == "admin" end)) do
+                            out[#out + 1] = x.user.username
+                        end
+                        s:send(cjson.encode { who = out, pid = ngx.worker.pid() })
+                    elseif m == "mine" then
+                        s:send(cjson.encode { mine = #passport.sockets_of(s.data.serialized_user),
+                                              pid = ngx.worker.pid() })
+                    end
+                end
+            }
+        }
+        location = /emit {
+            content_by_lua_block {
+                local passport = require "resty.passport"
+                local a = ngx.req.get_uri_args()
+                local n, err
+                if a.filter then
+                    n, err = passport.emit { filter = a.filter, data = a.data }
+                else
+                    n, err = passport.emit { user = tonumber(a.user), data = a.data }
+                end
+                ngx.print(n or ("error: " .. tostring(err)))
+            }
+        }
+]]):format(name),
+    }
+end
+
+-- Waits until every subscriber of the cluster is up: PUBLISH reaches n.
+local function wait_subscribers(nginx, n)
+    local deadline = socket.gettime() + 10
+    while socket.gettime() < deadline do
+        local _, body = nginx:get("/emit?user=999&data=ping")
+        if tonumber(body) == n then return true end
+        socket.sleep(0.05)
+    end
+    error("subscribers did not come up")
+end
+
+local function messages(st)
+    local out = {}
+    for _, m in ipairs(st.messages) do out[#out + 1] = m.data end
+    return out
+end
+
+local function has(st, data)
+    for _, m in ipairs(st.messages) do
+        if m.data == data then return true end
+    end
+    return false
+end
+
+describe("sockets across workers and gateway nodes", function()
+    local redis, app, a, b, clients
+    local cookies = {}
+
+    setup(function()
+        redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } }
+        app = node.start_app { REDIS_PORT = redis.port, SECRET = SECRET }
+        a = gateway("A", redis.port, "{}")
+        b = gateway("B", redis.port, "{}")
+        wait_subscribers(a, 4)
+        clients = ws_clients.start()
+        cookies.ann = node.login(app.port, "ann", "pw1")
+        cookies.bob = node.login(app.port, "bob", "pw2")
+        cookies.zero = node.login(app.port, "zero", "pw0")
+        local plan = { { "ann", a }, { "bob1", a }, { "bob2", a }, { "zero", b }, { "bob3", b } }
+        for _, p in ipairs(plan) do
+            local user = p[1]:gsub("%d$", "")
+            clients:open(p[1], "ws://127.0.0.1:" .. p[2].port .. "/ws", cookies[user])
+        end
+        for _, p in ipairs(plan) do
+            assert(clients:wait(p[1], function(s) return #s.messages >= 1 end),
+                   p[1] .. " got no greeting")
+        end
+    end)
+
+    teardown(function()
+        if clients then clients:stop() end
+        for _, x in ipairs { a, b } do
+            if x then
+                assert.is_nil(x:error_log():match("exited on signal"))
+                x:stop()
+            end
+        end
+        if app then app:stop() end
+        if redis then redis:stop() end
+    end)
+
+    local function greeting(id)
+        return cjson.decode(clients:state(id).messages[1].data)
+    end
+
+    it("greets each socket as its user, on the node it connected to", function()
+        assert.same({ "ann", "A" }, { greeting("ann").hello, greeting("ann").node })
+        assert.same({ "bob", "A" }, { greeting("bob1").hello, greeting("bob1").node })
+        assert.same({ "zero", "B" }, { greeting("zero").hello, greeting("zero").node })
+        assert.same({ "bob", "B" }, { greeting("bob3").hello, greeting("bob3").node })
+    end)
+
+    it("emit to a user issued on node B reaches that user's sockets on both nodes only", function()
+        local _, n = b:get("/emit?user=2&data=for-bob")
+        assert.equal("4", n) -- every worker of both nodes got the message
+        for _, id in ipairs { "bob1", "bob2", "bob3" } do
+            assert.truthy(clients:wait(id, function(s) return has(s, "for-bob") end, 2), id)
+        end
+        socket.sleep(0.2)
+        assert.is_false(has(clients:state("ann"), "for-bob"))
+        assert.is_false(has(clients:state("zero"), "for-bob"))
+    end)
+
+    it("emit to a user keeps 1 and \"1\" apart as passport does", function()
+        local _, n = a:get("/emit?user=1&data=for-ann")
+        assert.equal("4", n)
+        assert.truthy(clients:wait("ann", function(s) return has(s, "for-ann") end, 2))
+        for _, id in ipairs { "bob1", "zero" } do
+            assert.is_false(has(clients:state(id), "for-ann"))
+        end
+    end)
+
+    it("emit to a named filter reaches only matching users", function()
+        local _, n = a:get("/emit?filter=admins&data=admins-only")
+        assert.equal("4", n)
+        assert.truthy(clients:wait("ann", function(s) return has(s, "admins-only") end, 2))
+        socket.sleep(0.2)
+        for _, id in ipairs { "bob1", "bob2", "bob3", "zero" } do
+            assert.is_false(has(clients:state(id), "admins-only"), id)
+        end
+    end)
+
+    it("filter_sockets_by_user and sockets_of answer for their own worker", function()
+        local pid = {}
+        for _, id in ipairs { "ann", "bob1", "bob2", "bob3", "zero" } do
+            pid[id] = greeting(id).node .. greeting(id).pid
+        end
+        for _, id in ipairs { "ann", "bob1", "bob3", "zero" } do
+            local before = #clients:state(id).messages
+            clients:send(id, "who")
+            local st = assert(clients:wait(id, function(s) return #s.messages > before end))
+            local who = cjson.decode(st.messages[#st.messages].data).who
+            local want = pid.ann == pid[id] and { "ann" } or {}
+            assert.same(want, who, id)
+
+            before = #st.messages
+            clients:send(id, "mine")
+            st = assert(clients:wait(id, function(s) return #s.messages > before end))
+            local mine = cjson.decode(st.messages[#st.messages].data).mine
+            local user = id:gsub("%d$", "")
+            local same = 0
+            for other, p in pairs(pid) do
+                if other:gsub("%d$", "") == user and p == pid[id] then same = same + 1 end
+            end
+            assert.equal(same, mine, id)
+        end
+    end)
+
+    it("a logout in the Express app closes that user's sockets within 1 s with 4401", function()
+        local t0 = socket.gettime()
+        local status = node.request(app.port, "POST", "/logout", { headers = { cookie = cookies.bob } })
+        assert.equal(200, status)
+        for _, id in ipairs { "bob1", "bob2", "bob3" } do
+            local st = assert(clients:wait(id, function(s) return s.close ~= nil end, 3), id)
+            assert.equal(4401, st.close.code, id)
+            assert.equal("session ended", st.close.reason)
+            assert.is_true(st.close.at / 1000 - t0 < 1.0, id .. " closed after "
+                           .. (st.close.at / 1000 - t0) .. " s")
+        end
+        -- the others stay, and still receive
+        local _, n = b:get("/emit?user=1&data=still-here")
+        assert.equal("4", n)
+        assert.truthy(clients:wait("ann", function(s) return has(s, "still-here") end, 2))
+        assert.is_nil(clients:state("zero").close)
+        assert.is_true(clients:state("zero").open)
+    end)
+
+    it("a session that expires in Redis closes its sockets", function()
+        local _, who = node.request(app.port, "GET", "/whoami", { headers = { cookie = cookies.zero } })
+        redis:call("PEXPIRE", "sess:" .. who.session_id, 200)
+        local st = assert(clients:wait("zero", function(s) return s.close ~= nil end, 3))
+        assert.equal(4401, st.close.code)
+        assert.is_true(clients:state("ann").open, cjson.encode(messages(clients:state("ann"))))
+    end)
+end)
+
+describe("logout without keyspace notifications", function()
+    local redis, app, gw, clients
+
+    setup(function()
+        redis = redis_server.start {} -- notify-keyspace-events "" (the default)
+        app = node.start_app { REDIS_PORT = redis.port, SECRET = SECRET }
+        gw = gateway("R", redis.port, "{ revalidate_interval = 0.3 }")
+        wait_subscribers(gw, 2)
+        clients = ws_clients.start()
+    end)
+
+    teardown(function()
+        if clients then clients:stop() end
+        if gw then gw:stop() end
+        if app then app:stop() end
+        if redis then redis:stop() end
+    end)
+
+    it("is seen by periodic revalidation, and says so in the log", function()
+        local ann = node.login(app.port, "ann", "pw1")
+        local bob = node.login(app.port, "bob", "pw2")
+        clients:open("ann", "ws://127.0.0.1:" .. gw.port .. "/ws", ann)
+        clients:open("bob", "ws://127.0.0.1:" .. gw.port .. "/ws", bob)
+        assert(clients:wait("ann", function(s) return #s.messages >= 1 end))
+        assert(clients:wait("bob", function(s) return #s.messages >= 1 end))
+        local t0 = socket.gettime()
+        node.request(app.port, "POST", "/logout", { headers = { cookie = bob } })
+        local st = assert(clients:wait("bob", function(s) return s.close ~= nil end, 3))
+        assert.equal(4401, st.close.code)
+        assert.is_true(st.close.at / 1000 - t0 < 1.0)
+        socket.sleep(0.5) -- more revalidation rounds: ann stays
+        assert.is_true(clients:state("ann").open)
+        assert.truthy(gw:error_log():match("keyspace notifications are off"))
+    end)
+end)

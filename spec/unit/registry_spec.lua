@@ -1,0 +1,89 @@
+-- The per-worker socket registry and the RESP buffer parser: plain Lua,
+-- no nginx needed.
+local registry = require "resty.passport.registry"
+local resp = require "resty.passport.resp"
+
+local function sock(user, sid, serialized)
+    return { user = user, _key = registry.key_of(serialized), _sid = sid }
+end
+
+describe("registry", function()
+    it("keys users by type and value, tables by user_key", function()
+        assert.equal("n1", registry.key_of(1))
+        assert.equal("s1", registry.key_of("1"))
+        assert.equal("n0", registry.key_of(0))
+        assert.equal("btrue", registry.key_of(true))
+        -- %.17g: large integers stay exact, fractions round-trip
+        assert.equal("n9007199254740992", registry.key_of(2 ^ 53))
+        assert.equal("n1.5", registry.key_of(1.5))
+        assert.equal("s42", registry.key_of({ id = "42", name = "x" }))
+        assert.is_nil(registry.key_of({ name = "no id" }))
+        assert.is_nil(registry.key_of(0 / 0))
+        assert.is_nil(registry.key_of(nil))
+    end)
+
+    it("indexes by user and session, and forgets on remove", function()
+        local a1 = sock({ role = "admin" }, "s1", 1)
+        local a2 = sock({ role = "admin" }, "s2", 1)
+        local b = sock({ role = "user" }, "s3", "1")
+        for _, s in ipairs { a1, a2, b } do registry.add(s) end
+        registry.add(a1) -- twice is once
+        assert.equal(3, registry.count())
+        assert.equal(2, #registry.of_user(1))
+        assert.equal(1, #registry.of_user("1"))
+        assert.equal(1, #registry.of_sid("s2"))
+        local admins = registry.filter(function(u) return u.role == "admin" end)
+        assert.equal(2, #admins)
+        registry.remove(a1)
+        registry.remove(a1)
+        assert.equal(2, registry.count())
+        assert.same({ a2 }, registry.of_user(1))
+        assert.same({}, registry.of_sid("s1"))
+        registry.remove(a2)
+        registry.remove(b)
+        assert.equal(0, registry.count())
+        assert.same({}, registry.sids())
+    end)
+
+    it("lets a filter close sockets while it runs", function()
+        local all = {}
+        for i = 1, 10 do
+            all[i] = sock({ n = i }, "x" .. i, i)
+            registry.add(all[i])
+        end
+        local seen = registry.filter(function(u)
+            registry.remove(all[u.n]) -- reorders the dense list
+            return u.n % 2 == 0
+        end)
+        assert.equal(5, #seen)
+        assert.equal(0, registry.count())
+    end)
+
+    it("misuse raises", function()
+        assert.has_error(function() registry.filter("x") end)
+        assert.has_error(function() registry.of_user({}) end)
+    end)
+end)
+
+describe("resp.parse", function()
+    it("needs more bytes at every cut of a reply, then parses it whole", function()
+        local msg = resp.encode("message", "ch", "a\r\nb")
+        for i = 0, #msg - 1 do
+            local v, err = resp.parse(msg:sub(1, i), 1, 100)
+            assert.is_nil(v)
+            assert.is_nil(err)
+        end
+        local v, pos = resp.parse(msg .. ":7\r\n", 1, 100)
+        assert.same({ "message", "ch", "a\r\nb" }, v)
+        assert.equal(7, (resp.parse(msg .. ":7\r\n", pos, 100)))
+    end)
+
+    it("refuses garbage, oversize values and deep nesting", function()
+        assert.same({ nil, "protocol error" }, { resp.parse("!x\r\n", 1, 10) })
+        assert.matches("exceeds", select(2, resp.parse("$11\r\n", 1, 10)))
+        assert.same({ nil, "protocol error" }, { resp.parse("*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", 1, 10) })
+        assert.same({ nil, "protocol error" }, { resp.parse(("x"):rep(100), 1, 10) })
+        assert.same({ "-ERR no", 10 }, { resp.parse("-ERR no\r\n", 1, 10) })
+        assert.same({ false, 6 }, { resp.parse("$-1\r\n", 1, 10) })
+    end)
+end)

@@ -57,6 +57,12 @@ async function main() {
       const item = page.locator('#log li', { hasText: 'announcement from' });
       await item.first().waitFor();
       out.announcement = await item.first().innerText();
+      // What the page sends is read by the gateway's Lua loop and emitted to everyone.
+      await page.fill('#chat-text', 'hi from the browser');
+      await page.click('#chat-button');
+      const said = page.locator('#log li', { hasText: 'alice says:' });
+      await said.first().waitFor();
+      out.chat = await said.first().innerText();
       await page.screenshot({ path: path.join(outDir, `${mode}.png`), fullPage: true });
       // Log out without leaving the page: the gateway closes the socket (4401).
       await page.click('#logout-button');

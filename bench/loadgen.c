@@ -10,7 +10,10 @@
  *     (namespace connect), the "40{...}" ack, then the first "42[...]" event.
  * The handshake latency of a connection is connect() start -> welcome.
  * A rejection is an HTTP 401/403 answer to the upgrade, or a socket.io
- * CONNECT_ERROR packet "44{...}" (how io.use() middleware refuses).
+ * CONNECT_ERROR packet "44{...}" (how io.use() middleware refuses); with -x
+ * also a connection the server closes before any byte of its answer (how
+ * engine.io's io.engine.use() middleware refuses a WebSocket upgrade: its
+ * res.end() destroys the socket).
  *
  * Modes:
  *   -m connect  keep -c handshakes in flight for -d seconds (or -n in all);
@@ -31,7 +34,7 @@
  *
  * usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]
  *        [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]
- *        [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST]
+ *        [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-x] [-v]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -103,13 +106,14 @@ static double timeout_s = 10.0;
 static long emit_expected = -1;
 static double emit_wait = -1;
 static int naddr = 1;
+static int close_rejects;
 
 /* cookies */
 static char **cookies;
 static size_t ncookies, next_cookie;
 
 /* stats */
-static long started, ok, rejected, rej_http, rej_sio, errors, dropped, held;
+static long started, ok, rejected, rej_http, rej_sio, rej_close, errors, dropped, held;
 static long errs[E_NKINDS];
 static uint32_t *lat_us, *rej_us;
 static size_t nlat, caplat, nrej, caprej;
@@ -370,8 +374,10 @@ static void finish_handshake(struct conn *c, int accepted, int via_sio)
         push_lat(&lat_us, &nlat, &caplat, t - c->t0);
     } else {
         rejected++;
-        if (via_sio)
+        if (via_sio == 1)
             rej_sio++;
+        else if (via_sio == 2)
+            rej_close++;
         else
             rej_http++;
         push_lat(&rej_us, &nrej, &caprej, t - c->t0);
@@ -706,6 +712,13 @@ static void on_event(struct conn *c, uint32_t events)
                 return;
             continue;
         }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            if (close_rejects && c->state == S_HTTP && c->rlen == 0) {
+                finish_handshake(c, 0, 2);
+                destroy(c);
+                return;
+            }
+        }
         if (n == 0) {
             if (c->state == S_CLOSING)
                 destroy(c);
@@ -812,7 +825,7 @@ static void usage(void)
     fprintf(stderr,
         "usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]\n"
         "  [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]\n"
-        "  [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-v]\n");
+        "  [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-x] [-v]\n");
     exit(2);
 }
 
@@ -820,7 +833,7 @@ int main(int argc, char **argv)
 {
     const char *cookie_file = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:v")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:xv")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': cookie_file = optarg; break;
@@ -845,6 +858,7 @@ int main(int argc, char **argv)
         case 'W': emit_wait = atof(optarg); break;
         case 'b': naddr = atoi(optarg); break;
         case 'H': host = optarg; break;
+        case 'x': close_rejects = 1; break;
         case 'v': verbose = 1; break;
         default: usage();
         }
@@ -954,9 +968,9 @@ int main(int argc, char **argv)
     static const char *mode_names[] = { "connect", "reject", "hold" };
     printf("{\"event\":\"done\",\"mode\":\"%s\",\"sio\":%s,\"concurrency\":%d,\"elapsed_s\":%.3f,"
            "\"started\":%ld,\"ok\":%ld,\"rejected\":%ld,\"rejected_http\":%ld,\"rejected_sio\":%ld,"
-           "\"errors\":%ld,",
+           "\"rejected_close\":%ld,\"errors\":%ld,",
            mode_names[mode], sio ? "true" : "false", concurrency, elapsed,
-           started, ok, rejected, rej_http, rej_sio, errors);
+           started, ok, rejected, rej_http, rej_sio, rej_close, errors);
     for (int k = 0; k < E_NKINDS; k++)
         printf("\"err_%s\":%ld,", err_names[k], errs[k]);
     printf("\"conn_per_s\":%.1f,\"rejected_per_s\":%.1f,"

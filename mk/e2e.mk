@@ -1,12 +1,16 @@
 # mk/e2e.mk: the end-to-end WebSocket benchmark (issue 6).
-#   make bench-e2e              the full run (~10 min): 5 stacks side by side
-#   make bench-e2e QUICK=1      a small run (~2 min)
-# Knobs (environment or make variables): E2E_USERS, E2E_SECONDS, E2E_CONC,
+#   make bench-e2e              the full run (~6 min): every stack side by side,
+#                               10,000 users, 3 rounds, 10,000 held connections
+#   make bench-e2e QUICK=1      a small run (~1 min: 2,000 users, 1 round)
+# Knobs (environment): E2E_USERS, E2E_SECONDS, E2E_ROUNDS, E2E_CONC,
 # E2E_HOLD, E2E_ROWS (e.g. "guard,floor,psio"), E2E_CORES ("0:1" = servers
-# on cpu 0, load generator on cpu 1).  See bench/e2e/run.lua.
+# on cpu 0, load generator on cpu 1), E2E_JSON.  See bench/e2e/run.lua.
+# The load generator alone: make loadgen; build/bench/loadgen -h.
 LOADGEN = $(BUILD)/bench/loadgen
 
 .PHONY: bench-e2e loadgen
+
+bench: bench-e2e
 
 loadgen: $(LOADGEN)
 

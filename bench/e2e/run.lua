@@ -1,0 +1,693 @@
+-- make bench-e2e (issue 6): real WebSocket / socket.io handshakes through
+-- five stacks, in one run, with the same sessions, Redis and load generator.
+--
+--   (1) guard      nginx + auth:access() -> the trivial nginx WebSocket upstream
+--   (2) terminate  nginx + passport.websocket (the gateway holds the socket)
+--   (3) floor      the same nginx and upstream as (1), no auth
+--   (3b) ws-floor  the trivial upstream alone: one nginx serving the
+--                  WebSocket itself without auth, the floor of (2)
+--   (4) psio       socket.io 4 + passport.socketio 3.7.0 (io.use, connect-redis)
+--   (5) recipe     socket.io 4 + its Passport recipe (io.engine.use(session),
+--                  passport.session())
+--   (1b) guard-sio nginx + auth:access() -> socket.io 4 without auth: what a
+--                  guard-mode deployment in front of the app costs end to end
+--
+-- Sessions: USERS users logged in over HTTP through the Express app
+-- (passport-local, express-session, connect-redis) by bench/e2e/seed.js.
+-- The servers and Redis run on one core, the load generator on the other
+-- (taskset); the machine has 2 cores, so they are separated, not isolated.
+--
+-- Environment knobs: QUICK=1 (a small run), E2E_USERS, E2E_SECONDS (per
+-- connect-rate measurement), E2E_ROUNDS, E2E_CONC, E2E_HOLD, E2E_ROWS
+-- (comma list of row keys), E2E_CORES ("0:1": servers:loadgen),
+-- E2E_JSON (where the raw results go; default build/bench/e2e.json).
+package.path = "spec/?.lua;lua/?.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+
+local proc = require "support.proc"
+local redis_server = require "support.redis_server"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local function env(name, default)
+    local v = os.getenv(name)
+    if v == nil or v == "" then return default end
+    return tonumber(v) or v
+end
+
+local QUICK = env("QUICK", 0) ~= 0
+local USERS = env("E2E_USERS", QUICK and 2000 or 10000)
+local SECONDS = env("E2E_SECONDS", QUICK and 2 or 5)
+local ROUNDS = env("E2E_ROUNDS", QUICK and 1 or 3)
+local CONC = env("E2E_CONC", 50)
+local HOLD = env("E2E_HOLD", USERS)
+local ROWS = env("E2E_ROWS", "guard,terminate,floor,ws-floor,psio,recipe,guard-sio")
+local SRV_CPU, GEN_CPU = tostring(env("E2E_CORES", "0:1")):match("^(%d+):(%d+)$")
+local LOADGEN = env("LOADGEN", "build/bench/loadgen")
+local JSON_OUT = env("E2E_JSON", "build/bench/e2e.json")
+local SECRET = "bench-e2e secret"
+local ROOT = proc.sh("pwd"):gsub("%s+$", "")
+local TICK = tonumber((proc.sh("getconf CLK_TCK"))) or 100
+
+local sh = proc.sh
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local function log(...) io.stderr:write(string.format(...), "\n") end
+
+local function read_file(path)
+    local f = io.open(path)
+    if not f then return nil end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+---------------------------------------------------------------------------
+-- /proc: CPU time (utime + stime, all threads) and RSS of processes
+
+local function children(pid)
+    local out = sh("pgrep -P " .. pid)
+    local t = {}
+    for p in out:gmatch("%d+") do t[#t + 1] = tonumber(p) end
+    return t
+end
+
+local function cpu_s(pids)
+    local total = 0
+    for _, pid in ipairs(pids) do
+        local stat = read_file("/proc/" .. pid .. "/stat")
+        if stat then
+            local rest = stat:match("^%d+ %b() (.*)$")
+            local f = {}
+            for w in rest:gmatch("%S+") do f[#f + 1] = w end
+            -- fields 14 and 15 of stat; rest starts at field 3
+            total = total + (tonumber(f[12]) + tonumber(f[13])) / TICK
+        end
+    end
+    return total
+end
+
+local function rss_kb(pids)
+    local total = 0
+    for _, pid in ipairs(pids) do
+        local status = read_file("/proc/" .. pid .. "/status") or ""
+        total = total + (tonumber(status:match("VmRSS:%s*(%d+)")) or 0)
+    end
+    return total
+end
+
+local function pin(pid)
+    sh("taskset -apc " .. SRV_CPU .. " " .. pid .. " >/dev/null")
+end
+
+---------------------------------------------------------------------------
+-- nginx: our own template (the spec helper's worker_connections is too
+-- small for 10,000 proxied connections)
+
+local NGINX_CONF = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+user root root;
+worker_processes {{workers}};
+worker_rlimit_nofile 20000;
+daemon on;
+master_process on;
+pid {{prefix}}/nginx.pid;
+error_log {{prefix}}/error.log error;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    lua_socket_log_errors off;
+    client_body_temp_path {{prefix}}/client_body;
+    proxy_temp_path {{prefix}}/proxy;
+    fastcgi_temp_path {{prefix}}/fastcgi;
+    uwsgi_temp_path {{prefix}}/uwsgi;
+    scgi_temp_path {{prefix}}/scgi;
+    lua_package_path "{{root}}/lua/?.lua;{{root}}/lua/?/init.lua;;";
+    lua_package_cpath "{{root}}/build/?.so;;";
+{{http}}
+    server {
+        listen 127.0.0.1:{{port}} backlog=4096;
+{{server}}
+    }
+}
+]]
+
+local running = {}
+
+local function start_nginx(name, workers, http, server)
+    local prefix = redis_server.tmpdir("e2e-" .. name)
+    local port = proc.free_port()
+    local vars = { prefix = prefix, root = ROOT, port = port, workers = workers,
+                   http = http or "", server = server or "" }
+    local conf = NGINX_CONF:gsub("{{(%w+)}}", function(k) return tostring(vars[k]) end)
+    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local out, ok = sh("nginx -p " .. prefix .. " -c " .. prefix
+                       .. "/nginx.conf -e " .. prefix .. "/error.log")
+    if not ok then error("nginx " .. name .. " failed: " .. out .. (read_file(prefix .. "/error.log") or "")) end
+    local pid
+    for _ = 1, 200 do
+        pid = tonumber(read_file(prefix .. "/nginx.pid") or "")
+        if pid and #children(pid) > 0 then break end
+        socket.sleep(0.02)
+    end
+    assert(pid, "nginx " .. name .. " wrote no pid")
+    local srv = { name = name, port = port, prefix = prefix, pid = pid, kind = "nginx" }
+    function srv.pids() local t = children(pid) t[#t + 1] = pid return t end
+    for _, p in ipairs(srv.pids()) do pin(p) end
+    running[#running + 1] = srv
+    return srv
+end
+
+local function start_node(mode, redis_port)
+    local port = proc.free_port()
+    local logf = os.tmpname()
+    local pid = tonumber((sh(("cd %s && PORT=%d REDIS_PORT=%d MODE=%s USERS=%d SECRET=%s "
+        .. "nohup taskset -c %s node bench/e2e/server.js > %s 2>&1 & echo $!")
+        :format(q(ROOT), port, redis_port, mode, USERS, q(SECRET), SRV_CPU, logf))))
+    local deadline = socket.gettime() + 20
+    while socket.gettime() < deadline do
+        if (read_file(logf) or ""):match("listening %d+") then break end
+        if not proc.alive(pid) then error("node " .. mode .. " exited: " .. (read_file(logf) or "")) end
+        socket.sleep(0.05)
+    end
+    local srv = { name = mode, port = port, pid = pid, log = logf, kind = "node" }
+    function srv.pids() return { pid } end
+    pin(pid)
+    running[#running + 1] = srv
+    return srv
+end
+
+local function stop_servers(list)
+    local gone = {}
+    for _, srv in ipairs(list) do
+        gone[srv] = true
+        if srv.kind == "nginx" then
+            sh("kill -QUIT " .. srv.pid)
+        else
+            sh("kill " .. srv.pid)
+        end
+    end
+    local deadline = socket.gettime() + 5
+    for _, srv in ipairs(list) do
+        while proc.alive(srv.pid) and socket.gettime() < deadline do socket.sleep(0.05) end
+        if proc.alive(srv.pid) then
+            for _, p in ipairs(children(srv.pid)) do sh("kill -KILL " .. p) end
+            sh("kill -KILL " .. srv.pid)
+        end
+        if srv.prefix then sh("rm -rf " .. srv.prefix) end
+        if srv.log then os.remove(srv.log) end
+    end
+    local keep = {}
+    for _, srv in ipairs(running) do
+        if not gone[srv] then keep[#keep + 1] = srv end
+    end
+    running = keep
+end
+
+local function stop_all()
+    for _, srv in ipairs(running) do
+        if srv.kind == "redis" then
+            srv.obj:stop()
+        elseif srv.kind == "nginx" then
+            sh("kill -QUIT " .. srv.pid)
+        else
+            sh("kill " .. srv.pid)
+        end
+    end
+    socket.sleep(0.5)
+    for _, srv in ipairs(running) do
+        if proc.alive(srv.pid) then
+            for _, p in ipairs(children(srv.pid)) do sh("kill -KILL " .. p) end
+            sh("kill -KILL " .. srv.pid)
+        end
+        if srv.prefix then sh("rm -rf " .. srv.prefix) end
+        if srv.log then os.remove(srv.log) end
+    end
+    running = {}
+end
+
+---------------------------------------------------------------------------
+-- the load generator
+
+local function decode_lines(text)
+    local out = {}
+    for l in text:gmatch("[^\n]+") do
+        local ok, v = pcall(cjson.decode, l)
+        if ok and type(v) == "table" then out[#out + 1] = v end
+    end
+    return out
+end
+
+local function loadgen_cmd(args)
+    return ("taskset -c %s %s %s"):format(GEN_CPU, LOADGEN, args)
+end
+
+-- One run to completion: the "done" object.
+local function loadgen(args)
+    local out = sh(loadgen_cmd(args))
+    local lines = decode_lines(out)
+    local done = lines[#lines]
+    assert(done and done.event == "done", "loadgen: " .. out)
+    return done
+end
+
+local function row_args(row)
+    return ("-p %d -P %s%s%s -b 16"):format(row.port, q(row.path), row.sio and " -s" or "",
+                                          row.close_rejects and " -x" or "")
+end
+
+---------------------------------------------------------------------------
+-- the stacks
+
+local function user_table_lua(n)
+    -- The gateway's deserialize_user: the same in-memory user table the
+    -- Node app has (id -> { id, username, role }), built once per worker.
+    return ([[
+        users = {}
+        for i = 0, %d - 1 do
+            users[i] = { id = i, username = "u" .. i, role = i %% 10 == 0 and "admin" or "user" }
+        end
+        local function deserialize_user(id) return users[id] end
+]]):format(n)
+end
+
+local ROW_INFO = {
+    guard = "(1) nginx guard: auth:access() -> nginx ws upstream",
+    terminate = "(2) nginx terminate: passport.websocket",
+    floor = "(3) nginx, no auth -> nginx ws upstream (floor)",
+    ["ws-floor"] = "(3b) the nginx ws upstream alone, no auth, no proxy",
+    psio = "(4) socket.io 4 + passport.socketio 3.7.0",
+    recipe = "(5) socket.io 4 + Passport recipe (io.engine.use)",
+    ["guard-sio"] = "(1b) nginx guard -> socket.io 4, no auth in Node",
+}
+local ORDER = { "guard", "terminate", "floor", "ws-floor", "psio", "recipe", "guard-sio" }
+
+local function wanted(key)
+    for k in tostring(ROWS):gmatch("[^,%s]+") do
+        if k == key then return true end
+    end
+    return false
+end
+
+local function admins_among(n)
+    return n > 0 and math.floor((n - 1) / 10) + 1 or 0
+end
+
+local function main()
+    assert(SRV_CPU, "E2E_CORES must look like 0:1")
+    local results = { rows = {}, meta = {} }
+    local redis = redis_server.start {}
+    running[#running + 1] = { name = "redis", kind = "redis", pid = redis.pid, obj = redis }
+    pin(redis.pid)
+    local redis_pids = { redis.pid }
+    local work = redis_server.tmpdir("e2e")
+    results.work = work
+
+    -- The seeding app (psio mode; its /login is the same in every mode).
+    local seeder = start_node("psio", redis.port)
+    local cookies, forged = work .. "/cookies.txt", work .. "/forged.txt"
+    local t0 = socket.gettime()
+    local out, ok = sh(("cd %s && node bench/e2e/seed.js %d %d %s %s")
+                       :format(q(ROOT), seeder.port, USERS, cookies, forged))
+    assert(ok, "seeding failed: " .. out)
+    log("seeded %d sessions through the Express app in %.1f s", USERS, socket.gettime() - t0)
+    local n_sess = redis:call("DBSIZE")
+    assert(tonumber(n_sess) >= USERS, "Redis holds " .. tostring(n_sess) .. " sessions")
+    stop_servers({ seeder })
+
+    local has_ws = io.open(ROOT .. "/lua/resty/passport/websocket.lua") ~= nil
+    local function upstream_ws()
+        return start_nginx("upstream", 1, "", ([[
+        location / { content_by_lua_file %s/bench/e2e/ws_upstream.lua; }
+]]):format(ROOT))
+    end
+    -- The gateway: the same conf for every nginx row; only the location
+    -- the load generator uses and the upstream differ.
+    local function gateway(workers, up_port)
+        return start_nginx("gateway", workers, ([[
+    init_by_lua_block {
+        local passport = require "resty.passport"
+%s
+        store = passport.redis { port = %d, pool_size = 64 }
+        auth = passport.authorize { secret = %q, store = store, deserialize_user = deserialize_user }
+    }
+    %s
+    upstream up { server 127.0.0.1:%d; }
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection "upgrade";
+    proxy_read_timeout 3600s;
+    proxy_send_timeout 3600s;
+]]):format(user_table_lua(USERS), redis.port, SECRET,
+           has_ws and ([[init_worker_by_lua_block {
+        require("resty.passport").init_worker { store = store, channel = "passport:emit",
+            filters = { admins = function(user) return user.role == "admin" end } }
+    }]]) or "", up_port or 9), [[
+        location /ws { access_by_lua_block { auth:access() } proxy_pass http://up; }
+        location /open { proxy_pass http://up; }
+        location /socket.io/ { access_by_lua_block { auth:access() } proxy_pass http://up; }
+        location /term {
+            content_by_lua_block {
+                local passport = require "resty.passport"
+                local socket = passport.websocket(auth)
+                if not socket then return end
+                socket:send("hello " .. socket.user.username)
+                while true do
+                    local msg = socket:recv()
+                    if not msg then break end
+                end
+            }
+        }
+        location = /emit {
+            content_by_lua_block {
+                local ok, err = require("resty.passport").emit { filter = "admins", data = "news" }
+                ngx.print(ok and "-1" or ("error: " .. tostring(err)))
+            }
+        }
+]])
+    end
+
+    local function pids_of(servers)
+        return function()
+            local t = {}
+            for _, srv in ipairs(servers) do
+                for _, p in ipairs(srv.pids()) do t[#t + 1] = p end
+            end
+            return t
+        end
+    end
+    local SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+    -- A row's own processes.  hold: the gateway proxies 2 sockets per
+    -- connection, and a process may hold 20,000 fds here, so 10,000 held
+    -- proxied connections need 2 workers (both on the servers' core).
+    local function build(key, hold)
+        local row
+        if key == "guard" or key == "floor" then
+            local up = upstream_ws()
+            local gw = gateway(hold and 2 or 1, up.port)
+            row = { servers = { gw, up }, port = gw.port, path = key == "guard" and "/ws" or "/open" }
+        elseif key == "terminate" then
+            local gw = gateway(1)
+            row = { servers = { gw }, port = gw.port, path = "/term", emit = "/emit", emit_expected = true }
+        elseif key == "ws-floor" then
+            local up = upstream_ws()
+            row = { servers = { up }, port = up.port, path = "/ws" }
+        elseif key == "psio" or key == "recipe" then
+            local node = start_node(key, redis.port)
+            row = { servers = { node }, port = node.port, path = SIO_PATH, sio = true, emit = "/emit",
+                    close_rejects = key == "recipe" }
+        elseif key == "guard-sio" then
+            local node = start_node("noauth", redis.port)
+            local gw = gateway(hold and 2 or 1, node.port)
+            row = { servers = { gw, node }, port = gw.port, path = SIO_PATH, sio = true }
+        end
+        row.key, row.label, row.pids = key, ROW_INFO[key], pids_of(row.servers)
+        return row
+    end
+    local function cat(a, b)
+        local t = {}
+        for _, v in ipairs(a) do t[#t + 1] = v end
+        for _, v in ipairs(b) do t[#t + 1] = v end
+        return t
+    end
+    local rows = {}
+    for _, key in ipairs(ORDER) do
+        if wanted(key) then rows[key] = build(key, false) end
+    end
+
+    local active = {}
+    for _, key in ipairs(ORDER) do
+        local row = rows[key]
+        if wanted(key) and row then
+            row.key, row.label = key, ROW_INFO[key]
+            -- a probe: 20 handshakes must all succeed
+            local probe = loadgen(row_args(row) .. (" -f %s -m connect -c 4 -n 20 -T 3000"):format(cookies))
+            if probe.ok == 20 then
+                active[#active + 1] = row
+            else
+                row.pending = ("probe: %d of 20 handshakes ok (%d rejected, %d errors)")
+                              :format(probe.ok, probe.rejected, probe.errors)
+                log("row %s left out: %s", key, row.pending)
+            end
+            results.rows[key] = row
+        end
+    end
+
+    -- Warm-up (JITs, pools), then connect-rate and rejected-rate in rounds,
+    -- the rows interleaved so drift on the shared VM hits them alike.
+    for _, row in ipairs(active) do
+        loadgen(row_args(row) .. (" -f %s -m connect -c %d -d 1"):format(cookies, CONC))
+        row.connect, row.reject = {}, {}
+    end
+    for round = 1, ROUNDS do
+        for _, row in ipairs(active) do
+            local pids = cat(row.pids(), redis_pids)
+            local c0 = cpu_s(pids)
+            local r = loadgen(row_args(row) .. (" -f %s -m connect -c %d -d %s"):format(cookies, CONC, SECONDS))
+            r.server_cpu_s = cpu_s(pids) - c0
+            row.connect[round] = r
+            c0 = cpu_s(pids)
+            local j = loadgen(row_args(row) .. (" -f %s -m reject -c %d -d %s"):format(forged, CONC, SECONDS / 2))
+            j.server_cpu_s = cpu_s(pids) - c0
+            row.reject[round] = j
+            log("round %d %-10s %8.0f conn/s p50 %6.2f p99 %6.2f ms, cpu %.0f us/handshake, "
+                .. "%8.0f rejected/s, errors %d/%d", round, row.key, r.conn_per_s, r.p50_ms, r.p99_ms,
+                r.ok > 0 and r.server_cpu_s / r.ok * 1e6 or 0, j.rejected_per_s, r.errors, j.errors)
+        end
+    end
+
+    -- Hold: HOLD authorized idle connections per row on fresh processes
+    -- (memory one row freed is not handed back to the OS, so a shared
+    -- process would bias the next row), RSS, then filter + emit.
+    for _, row in ipairs(active) do stop_servers(row.servers) end
+    for _, rate_row in ipairs(active) do
+        local row = build(rate_row.key, true)
+        socket.sleep(1)
+        local pids = row.pids()
+        local rss0 = rss_kb(pids)
+        local emit = ""
+        if row.emit then
+            emit = (" -E %s -Q %d"):format(row.emit, row.port)
+            if row.emit_expected then emit = emit .. " -e " .. admins_among(HOLD) end
+        end
+        local cmd = "echo $$; exec " .. loadgen_cmd(row_args(row) .. (" -f %s -m hold -N %d -c 100 -T 30000%s")
+                                                     :format(cookies, HOLD, emit))
+        local p = assert(io.popen(cmd))
+        local pid = tonumber(p:read("*l"))
+        local up = cjson.decode(p:read("*l") or "null")
+        assert(up and up.event == "up", "hold: no up line")
+        socket.sleep(2)
+        local hold = { up = up, rss0_kb = rss0, rss_kb = rss_kb(pids) }
+        if row.emit then
+            if row.key ~= "terminate" then
+                hold.filter_native = sh(("curl -s http://127.0.0.1:%d/filter-native"):format(row.port))
+            end
+            sh("kill -USR1 " .. pid)
+            hold.emit = cjson.decode(p:read("*l") or "null")
+        end
+        sh("kill -TERM " .. pid)
+        local rest = p:read("*a")
+        p:close()
+        local lines = decode_lines(rest)
+        hold.done = lines[#lines]
+        rate_row.hold = hold
+        stop_servers(row.servers)
+        log("hold %-10s %d up in %.1f s, RSS %d -> %d kB (%.1f kB/conn)%s", row.key, up.held, up.up_s,
+            rss0, hold.rss_kb, (hold.rss_kb - rss0) / math.max(up.held, 1),
+            hold.emit and ("; emit to %d/%d in %.1f ms"):format(hold.emit.received, hold.emit.expected,
+                                                                 hold.emit.last_ms) or "")
+    end
+    results.active = active
+    return results
+end
+
+---------------------------------------------------------------------------
+-- the report
+
+local function median(list)
+    local t = {}
+    for i, v in ipairs(list) do t[i] = v end
+    table.sort(t)
+    return t[math.ceil(#t / 2)]
+end
+
+local function summarize(row)
+    local s = {}
+    local function med(tbl, f)
+        local vals = {}
+        for i, r in ipairs(tbl) do vals[i] = f(r) end
+        return median(vals)
+    end
+    s.conn = med(row.connect, function(r) return r.conn_per_s end)
+    s.p50 = med(row.connect, function(r) return r.p50_ms end)
+    s.p99 = med(row.connect, function(r) return r.p99_ms end)
+    s.cpu_us = med(row.connect, function(r) return r.server_cpu_s / math.max(r.ok, 1) * 1e6 end)
+    s.server_share = med(row.connect, function(r) return r.server_cpu_s / r.elapsed_s end)
+    s.gen_share = med(row.connect, function(r) return r.cpu_s / r.elapsed_s end)
+    s.gen_us = med(row.connect, function(r) return r.cpu_s / math.max(r.ok, 1) * 1e6 end)
+    s.rej = med(row.reject, function(r) return r.rejected_per_s end)
+    s.errors = 0
+    for _, r in ipairs(row.connect) do s.errors = s.errors + r.errors end
+    for _, r in ipairs(row.reject) do s.errors = s.errors + r.errors + r.ok end
+    if row.hold then
+        local held = row.hold.up.held
+        s.held = held
+        s.rss_mb = row.hold.rss_kb / 1024
+        s.rss_conn = (row.hold.rss_kb - row.hold.rss0_kb) / math.max(held, 1)
+        if row.hold.emit then
+            s.emit_ms = row.hold.emit.last_ms
+            s.emit_n = row.hold.emit.received
+            s.emit_expected = row.hold.emit.expected
+        end
+        s.filter_native = row.hold.filter_native
+    end
+    row.summary = s
+    return s
+end
+
+local function fmt(v, f)
+    if v == nil then return "-" end
+    return (f or "%.0f"):format(v)
+end
+
+local function report(results)
+    local meta = {
+        date = os.date("!%Y-%m-%d"),
+        cpu = (sh("grep -m1 'model name' /proc/cpuinfo"):match(":%s*(.-)%s*$")),
+        cores = tonumber((sh("nproc"))),
+        nginx = (sh("nginx -v 2>&1"):match("nginx/([%d.]+)")),
+        redis = (sh("redis-server --version"):match("v=([%d.]+)")),
+        node = (sh("node --version"):gsub("%s+$", "")),
+    }
+    local npm = {}
+    for _, p in ipairs { "socket.io", "passport.socketio", "express-session", "connect-redis", "passport", "redis" } do
+        local pj = read_file("node_modules/" .. p .. "/package.json") or "{}"
+        npm[#npm + 1] = p .. "@" .. (cjson.decode(pj).version or "?")
+    end
+    meta.npm = table.concat(npm, " ")
+    results.meta = meta
+
+    print(("bench-e2e: %s, %d cores (shared VM), %s; nginx %s (gateway: 2 workers, upstream: 1), Redis %s, node %s")
+          :format(meta.cpu or "?", meta.cores or 0, meta.date, meta.nginx or "?", meta.redis or "?", meta.node))
+    print("  " .. meta.npm)
+    print(("  %d users logged in over HTTP by the Express app; loadgen -c %d, %d round(s) of %ss connect-rate"
+           .. " + %ss rejected-rate per row, interleaved; medians"):format(USERS, CONC, ROUNDS, SECONDS, SECONDS / 2))
+    print(("  servers + Redis on cpu %s, the load generator on cpu %s: the 2 cores are shared by both sides")
+          :format(SRV_CPU, GEN_CPU))
+    print(("  hold: %d authorized idle connections per row; RSS = server processes (nginx master + workers "
+           .. "summed; node), without Redis"):format(HOLD))
+    print("")
+    local hdr = ("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s")
+        :format("stack", "conn/s", "p50 ms", "p99 ms", "rejected/s", "RSS MB", "KB/conn", "CPU us", "emit ms",
+                "srv%", "gen%")
+    print(hdr)
+    local base
+    for _, key in ipairs(ORDER) do
+        local row = results.rows[key]
+        if row and row.key == "psio" and row.connect then base = summarize(row) end
+    end
+    for _, key in ipairs(ORDER) do
+        local row = results.rows[key]
+        if row then
+            if row.connect then
+                local s = row.summary or summarize(row)
+                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s"):format(row.label, fmt(s.conn),
+                    fmt(s.p50, "%.2f"), fmt(s.p99, "%.2f"), fmt(s.rej), fmt(s.rss_mb, "%.1f"),
+                    fmt(s.rss_conn, "%.1f"), fmt(s.cpu_us), fmt(s.emit_ms, "%.1f"),
+                    fmt(s.server_share * 100), fmt(s.gen_share * 100)))
+            else
+                print(("  %-50s pending: %s"):format(row.label, row.pending or "not run"))
+            end
+        end
+    end
+    if base then
+        print("")
+        print("  each figure / the same figure of (4):")
+        print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s"):format("stack", "conn/s", "p50", "p99", "rejected/s",
+              "RSS", "KB/conn", "CPU/hs", "emit"))
+        local function r(a, b) if a and b and b ~= 0 then return ("%.2f"):format(a / b) end return "-" end
+        for _, key in ipairs(ORDER) do
+            local row = results.rows[key]
+            if row and row.summary then
+                local s = row.summary
+                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s"):format(row.label, r(s.conn, base.conn),
+                      r(s.p50, base.p50), r(s.p99, base.p99), r(s.rej, base.rej), r(s.rss_mb, base.rss_mb),
+                      r(s.rss_conn, base.rss_conn), r(s.cpu_us, base.cpu_us), r(s.emit_ms, base.emit_ms)))
+            end
+        end
+    end
+    print("")
+    print("  conn/s: authorized handshakes (connect -> welcome -> close) per second at -c " .. CONC
+          .. "; CPU us: server processes + Redis CPU (/proc/<pid>/stat) per authorized handshake;")
+    print("  srv% / gen%: CPU of servers+Redis / of the load generator over the connect-rate run "
+          .. "(100 = one core busy); emit: filter 1 in 10 users (admins) + one message each, "
+          .. "HTTP trigger -> last delivery")
+    for _, key in ipairs(ORDER) do
+        local row = results.rows[key]
+        local s = row and row.summary
+        if s and s.emit_n then
+            print(("  emit %-9s delivered %d/%d%s"):format(key, s.emit_n, s.emit_expected,
+                  s.filter_native and ("; passport.socketio's filterSocketsByUser found " .. s.filter_native
+                                       .. " sockets (socket.io 4 has no sockets.connected)") or ""))
+        end
+    end
+    -- The issue's targets, from this run.
+    local t = {}
+    local function S(key) return results.rows[key] and results.rows[key].summary end
+    print("")
+    print("  targets (issue 6):")
+    for _, key in ipairs { "guard", "terminate" } do
+        local s = S(key)
+        if s and base then
+            t[#t + 1] = ("  %-9s CPU/handshake %.1fx lower than (4) (>= 10: %s); conn/s %.1fx (>= 10: %s)")
+                :format(key, base.cpu_us / s.cpu_us, base.cpu_us / s.cpu_us >= 10 and "met" or "NOT met",
+                        s.conn / base.conn, s.conn / base.conn >= 10 and "met" or "not met")
+            local floor = key == "terminate" and S("ws-floor") or S("floor")
+            if floor then
+                t[#t + 1] = ("  %-9s cost vs the no-auth floor %s: CPU/handshake %.2fx, conn/s %.2fx (<= 1.25: %s)")
+                    :format(key, key == "terminate" and S("ws-floor") and "(3b)" or "(3)",
+                            s.cpu_us / floor.cpu_us, floor.conn / s.conn,
+                            (s.cpu_us / floor.cpu_us <= 1.25 and floor.conn / s.conn <= 1.25) and "met" or "NOT met")
+            end
+            t[#t + 1] = ("  %-9s p99 %.2f ms at %d concurrent (< 5 ms: %s)")
+                :format(key, s.p99, CONC, s.p99 < 5 and "met" or "NOT met")
+            if s.rss_conn and base.rss_conn then
+                t[#t + 1] = ("  %-9s RSS per idle authorized connection %.1f KB = %.2f of (4)'s %.1f KB (<= 0.5: %s)")
+                    :format(key, s.rss_conn, s.rss_conn / base.rss_conn, base.rss_conn,
+                            s.rss_conn / base.rss_conn <= 0.5 and "met" or "NOT met")
+            end
+        elseif results.rows[key] then
+            t[#t + 1] = ("  %-9s pending"):format(key)
+        end
+    end
+    print(table.concat(t, "\n"))
+end
+
+local ok, res = xpcall(main, debug.traceback)
+stop_all()
+if not ok then
+    io.stderr:write(res, "\n")
+    os.exit(1)
+end
+local results = res
+report(results)
+-- raw results for the record
+local function plain(v, seen)
+    if type(v) == "function" then return nil end
+    if type(v) ~= "table" then return v end
+    if seen[v] then return nil end
+    seen[v] = true
+    local out = {}
+    for k, x in pairs(v) do
+        if k ~= "servers" then out[k] = plain(x, seen) end
+    end
+    return out
+end
+local dump = { meta = results.meta, rows = plain(results.rows, {}),
+               settings = { users = USERS, seconds = SECONDS, rounds = ROUNDS, conc = CONC, hold = HOLD } }
+sh("mkdir -p " .. q(JSON_OUT:match("^(.*)/") or "."))
+local f = io.open(JSON_OUT, "w")
+if f then f:write(cjson.encode(dump)) f:close() end
+if results.work then sh("rm -rf " .. q(results.work)) end

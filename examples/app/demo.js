@@ -9,6 +9,7 @@
 'use strict';
 const { io } = require('socket.io-client');
 const WebSocket = require('ws');
+const signature = require('cookie-signature'); // express-session's own signer
 
 const [mode, base] = process.argv.slice(2);
 const USER = { name: 'alice', password: 'wonderland' };
@@ -91,11 +92,26 @@ async function guard() {
   const b = await sioConnect(null);
   report(rejected(b, 401, 'No session found'), 'rejected without a cookie', verdict(b));
 
+
   const c = await sioConnect(tamper(cookie));
   report(rejected(c, 401, 'No session found'), 'rejected, tampered cookie', verdict(c));
 
   const o = await sioConnect(cookie, 'https://evil.example');
   report(rejected(o, 403, 'Origin not allowed'), 'rejected, foreign Origin', verdict(o));
+
+  // Secret rotation: the same session signed with the older secret of the
+  // list (as a cookie from before the rotation would be) still verifies.
+  const secrets = (process.env.SECRET || '').split(',');
+  if (secrets.length > 1) {
+    const signed = decodeURIComponent(cookie.split('=')[1]);
+    const sid = signed.slice(2, signed.lastIndexOf('.'));
+    const old = `connect.sid=${encodeURIComponent(`s:${signature.sign(sid, secrets[secrets.length - 1])}`)}`;
+    const r = await sioConnect(old);
+    report(!!r.socket, 'accepted, older secret', r.socket
+      ? `the same session signed with "${secrets[secrets.length - 1]}" (secret = { ${secrets.map((x) => `"${x}"`).join(', ')} })`
+      : verdict(r));
+    if (r.socket) r.socket.close();
+  }
 
   // Logout.  In guard mode the gateway checks handshakes and the app holds
   // the socket: an open socket.io connection is the app's to close.

@@ -14,10 +14,12 @@ async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    // --no-sandbox: Chromium refuses to run as root with its sandbox; the
-    // others keep it off this closed network.
+    // --no-sandbox: Chromium refuses to run as root with its sandbox;
+    // --disable-dev-shm-usage: containers often have a tiny /dev/shm; the
+    // others keep it off the network (nothing but loopback is reachable).
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage'],
   });
   const out = { mode, console: [] };
   try {

@@ -20,7 +20,8 @@
 -- Environment knobs: QUICK=1 (a small run), E2E_USERS, E2E_SECONDS (per
 -- connect-rate measurement), E2E_ROUNDS, E2E_CONC, E2E_HOLD, E2E_ROWS
 -- (comma list of row keys), E2E_CORES ("0:1": servers:loadgen),
--- E2E_JSON (where the raw results go; default build/bench/e2e.json).
+-- E2E_JSON (where the raw results go; default build/bench/e2e.json),
+-- E2E_NGINX_HTTP (extra http{} directives for every nginx, e.g. buffer sizes).
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -124,6 +125,7 @@ http {
     scgi_temp_path {{prefix}}/scgi;
     lua_package_path "{{root}}/lua/?.lua;{{root}}/lua/?/init.lua;;";
     lua_package_cpath "{{root}}/build/?.so;;";
+{{extra}}
 {{http}}
     server {
         listen 127.0.0.1:{{port}} backlog=4096;
@@ -138,6 +140,7 @@ local function start_nginx(name, workers, http, server)
     local prefix = redis_server.tmpdir("e2e-" .. name)
     local port = proc.free_port()
     local vars = { prefix = prefix, root = ROOT, port = port, workers = workers,
+                   extra = os.getenv("E2E_NGINX_HTTP") or "",
                    http = http or "", server = server or "" }
     local conf = NGINX_CONF:gsub("{{(%w+)}}", function(k) return tostring(vars[k]) end)
     local f = assert(io.open(prefix .. "/nginx.conf", "w"))
@@ -452,6 +455,9 @@ local function main()
             local j = loadgen(row_args(row) .. (" -f %s -m reject -c %d -d %s"):format(forged, CONC, SECONDS / 2))
             j.server_cpu_s = cpu_s(pids) - c0
             row.reject[round] = j
+            -- the same handshake unloaded: one client, so no queueing
+            row.single = row.single or {}
+            row.single[round] = loadgen(row_args(row) .. (" -f %s -m connect -c 1 -d 1"):format(cookies))
             log("round %d %-10s %8.0f conn/s p50 %6.2f p99 %6.2f ms, cpu %.0f us/handshake, "
                 .. "%8.0f rejected/s, errors %d/%d", round, row.key, r.conn_per_s, r.p50_ms, r.p99_ms,
                 r.ok > 0 and r.server_cpu_s / r.ok * 1e6 or 0, j.rejected_per_s, r.errors, j.errors)
@@ -528,6 +534,8 @@ local function summarize(row)
     s.gen_share = med(row.connect, function(r) return r.cpu_s / r.elapsed_s end)
     s.gen_us = med(row.connect, function(r) return r.cpu_s / math.max(r.ok, 1) * 1e6 end)
     s.rej = med(row.reject, function(r) return r.rejected_per_s end)
+    s.p50_1 = med(row.single, function(r) return r.p50_ms end)
+    s.p99_1 = med(row.single, function(r) return r.p99_ms end)
     s.errors = 0
     for _, r in ipairs(row.connect) do s.errors = s.errors + r.errors end
     for _, r in ipairs(row.reject) do s.errors = s.errors + r.errors + r.ok end
@@ -569,19 +577,20 @@ local function report(results)
     meta.npm = table.concat(npm, " ")
     results.meta = meta
 
-    print(("bench-e2e: %s, %d cores (shared VM), %s; nginx %s (gateway: 2 workers, upstream: 1), Redis %s, node %s")
+    print(("bench-e2e: %s, %d cores (shared VM), %s; nginx %s, Redis %s, node %s")
           :format(meta.cpu or "?", meta.cores or 0, meta.date, meta.nginx or "?", meta.redis or "?", meta.node))
     print("  " .. meta.npm)
     print(("  %d users logged in over HTTP by the Express app; loadgen -c %d, %d round(s) of %ss connect-rate"
            .. " + %ss rejected-rate per row, interleaved; medians"):format(USERS, CONC, ROUNDS, SECONDS, SECONDS / 2))
     print(("  servers + Redis on cpu %s, the load generator on cpu %s: the 2 cores are shared by both sides")
           :format(SRV_CPU, GEN_CPU))
+    print("  nginx: 1 worker per instance; for the hold, gateways that proxy get 2 (20,000 fds per process here)")
     print(("  hold: %d authorized idle connections per row; RSS = server processes (nginx master + workers "
            .. "summed; node), without Redis"):format(HOLD))
     print("")
-    local hdr = ("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s")
+    local hdr = ("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s %7s %7s")
         :format("stack", "conn/s", "p50 ms", "p99 ms", "rejected/s", "RSS MB", "KB/conn", "CPU us", "emit ms",
-                "srv%", "gen%")
+                "srv%", "gen%", "p50@1", "p99@1")
     print(hdr)
     local base
     for _, key in ipairs(ORDER) do
@@ -593,10 +602,11 @@ local function report(results)
         if row then
             if row.connect then
                 local s = row.summary or summarize(row)
-                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s"):format(row.label, fmt(s.conn),
-                    fmt(s.p50, "%.2f"), fmt(s.p99, "%.2f"), fmt(s.rej), fmt(s.rss_mb, "%.1f"),
+                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %6s %6s %7s %7s"):format(row.label,
+                    fmt(s.conn), fmt(s.p50, "%.2f"), fmt(s.p99, "%.2f"), fmt(s.rej), fmt(s.rss_mb, "%.1f"),
                     fmt(s.rss_conn, "%.1f"), fmt(s.cpu_us), fmt(s.emit_ms, "%.1f"),
-                    fmt(s.server_share * 100), fmt(s.gen_share * 100)))
+                    fmt(s.server_share * 100), fmt(s.gen_share * 100), fmt(s.p50_1, "%.2f"),
+                    fmt(s.p99_1, "%.2f")))
             else
                 print(("  %-50s pending: %s"):format(row.label, row.pending or "not run"))
             end
@@ -623,7 +633,9 @@ local function report(results)
           .. "; CPU us: server processes + Redis CPU (/proc/<pid>/stat) per authorized handshake;")
     print("  srv% / gen%: CPU of servers+Redis / of the load generator over the connect-rate run "
           .. "(100 = one core busy); emit: filter 1 in 10 users (admins) + one message each, "
-          .. "HTTP trigger -> last delivery")
+          .. "HTTP trigger -> last delivery;")
+    print("  p50@1 / p99@1: the same handshake with one client (no queueing); at -c " .. CONC
+          .. " a closed loop waits about " .. CONC .. " / (conn/s) per handshake")
     for _, key in ipairs(ORDER) do
         local row = results.rows[key]
         local s = row and row.summary

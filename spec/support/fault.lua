@@ -13,6 +13,13 @@ local nginx_server = require "support.nginx_server"
 
 local M = {}
 local ROOT = nginx_server.root
+local TRACE = os.getenv("FAULT_TRACE")
+local T0 = socket.gettime()
+
+-- With FAULT_TRACE set, timestamps on stderr (where the wall time goes).
+function M.trace(label)
+    if TRACE then io.stderr:write(("[trace %.2f] %s\n"):format(socket.gettime() - T0, label)) end
+end
 
 local function read_file(path)
     local f = io.open(path, "rb")
@@ -31,18 +38,14 @@ function M.workers(nginx)
     return pids
 end
 
--- inode -> { lport, rport, state } for every TCP socket on the host.
+-- inode -> { lport, rport, state } for every TCP socket on the host that
+-- is not in TIME_WAIT (ss over netlink: /proc/net/tcp gets slow with the
+-- hundred thousand TIME_WAIT entries a load run leaves).
 local function tcp_table()
     local t = {}
-    for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
-        for line in (read_file(file) or ""):gmatch("[^\n]+") do
-            local lp, rp, st, ino = line:match(
-                "^%s*%d+: %x+:(%x+) %x+:(%x+) (%x+) %S+ %S+ %S+ +%d+ +%d+ (%d+)")
-            if lp then
-                t[ino] = { lport = tonumber(lp, 16), rport = tonumber(rp, 16),
-                           state = st }
-            end
-        end
+    local out = proc.sh("ss -Htane state big")
+    for st, lp, rp, ino in out:gmatch("(%S+)%s+%d+%s+%d+%s+%S-:(%d+)%s+%S-:([%d*]+)%s+ino:(%d+)") do
+        t[ino] = { lport = tonumber(lp), rport = tonumber(rp), state = st }
     end
     return t
 end
@@ -70,12 +73,13 @@ function M.worker_state(pid, ports, tcp)
             s.files = s.files + 1
         elseif not sock then
             s.other = s.other + 1 -- unix sockets, socketpairs
-        elseif sock.state == "0A" then
+        elseif sock.state == "LISTEN" then
             s.listen = s.listen + 1
         elseif listen[sock.lport] then
             s.client = s.client + 1
         elseif redis[sock.rport] then
             s.redis = s.redis + 1
+            s.redis_states = (s.redis_states or "") .. sock.state .. " "
         elseif upstream[sock.rport] then
             s.upstream = s.upstream + 1
         else
@@ -105,13 +109,13 @@ end
 
 -- The worker pids that answer GET /_pid on the reuseport probe port (the
 -- kernel spreads those connections over the workers by source port).
-function M.answering(port, tries)
+function M.answering(port, tries, path)
     local seen, n = {}, 0
     for _ = 1, tries or 40 do
         local c = socket.tcp()
         c:settimeout(2)
         if c:connect("127.0.0.1", port) then
-            c:send("GET /_pid HTTP/1.0\r\nHost: x\r\n\r\n")
+            c:send("GET " .. (path or "/_pid") .. " HTTP/1.0\r\nHost: x\r\n\r\n")
             local raw = c:receive("*a")
             local pid = raw and tonumber(raw:match("\r\n\r\n(%d+)"))
             if pid and not seen[pid] then
@@ -124,20 +128,59 @@ function M.answering(port, tries)
     return seen, n
 end
 
+-- A location for the spec's nginx: a full Lua GC, then glibc's malloc_trim,
+-- so RSS shows the memory in use rather than what the allocator kept
+-- from a peak.  Answers the worker's pid.
+M.TRIM_LOCATION = [[
+        location = /_trim {
+            content_by_lua_block {
+                collectgarbage()
+                collectgarbage()
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "int malloc_trim(size_t pad);")
+                ffi.C.malloc_trim(0)
+                ngx.print(ngx.worker.pid())
+            }
+        }
+]]
+
+-- Runs /_trim in every worker of nginx (through the reuseport port).
+function M.trim(nginx, port)
+    local want = #M.workers(nginx)
+    for _ = 1, 5 do
+        local _, n = M.answering(port, 40, "/_trim")
+        if n >= want then return true end
+    end
+    error("could not reach every worker's /_trim")
+end
+
+-- The first line of text that holds needle (plain), or nil.  (A pattern
+-- like "[^\n]*needle" is quadratic on a log of a hundred thousand lines.)
+local function line_with(text, needle)
+    local at = text:find(needle, 1, true)
+    if not at then return nil end
+    local from = at
+    while from > 1 and text:byte(from - 1) ~= 10 do from = from - 1 end
+    local to = text:find("\n", at, true) or #text + 1
+    return text:sub(from, to - 1)
+end
+M.line_with = line_with
+
 -- Checks, after a fault, that:
 --   * no worker exited on a signal (error log) and the pids are the same;
 --   * every worker answers on the probe port;
 --   * each worker's fds come back to the baseline (within `wait` s): the
 --     same files, listeners, other sockets; no client or upstream
---     connection left; Redis connections at most the pool size;
+--     connection left; Redis connections at most the pool size (plus any
+--     the baseline had: nginx inherits the spec's own open sockets);
 --   * with opts.rss: RSS within 5 % of the baseline's.
 -- Returns a report string (for the spec's output); raises on a breach.
 function M.invariants(nginx, base, opts)
     opts = opts or {}
     local log = nginx:error_log()
-    local crash = log:match("[^\n]*exited on signal[^\n]*")
+    local crash = line_with(log, "exited on signal")
     assert(not crash, "a worker crashed: " .. tostring(crash))
-    local alert = log:match("[^\n]*%[alert%][^\n]*")
+    local alert = line_with(log, "[alert]")
     assert(not alert, "an alert in the error log: " .. tostring(alert))
     local pids = M.workers(nginx)
     assert(table.concat(pids, ",") == table.concat(base.pids, ","),
@@ -153,6 +196,7 @@ function M.invariants(nginx, base, opts)
     local pool = opts.pool_size or 30
     local deadline = socket.gettime() + (opts.wait or 10)
     local report, bad
+    local t0 = socket.gettime()
     repeat
         local tcp = tcp_table()
         report, bad = {}, nil
@@ -163,9 +207,10 @@ function M.invariants(nginx, base, opts)
                 pid, M.describe(s), M.describe(b))
             if s.files ~= b.files or s.listen ~= b.listen or s.other > b.other
                or s.client > 0 or s.upstream > (opts.upstream_pool or 0)
-               or s.redis > math.max(pool, b.redis) then
+               or s.redis > pool + b.redis then
                 bad = "worker " .. pid .. " fds not back to baseline: "
                       .. M.describe(s) .. " vs " .. M.describe(b)
+                      .. (s.redis_states and " (Redis socket states: " .. s.redis_states .. ")" or "")
             end
             if opts.rss and s.rss > b.rss * 1.05 then
                 bad = (bad and bad .. "; " or "") .. ("worker %d RSS %d kB, "
@@ -175,6 +220,7 @@ function M.invariants(nginx, base, opts)
         end
         if bad then socket.sleep(0.2) end
     until not bad or socket.gettime() > deadline
+    M.trace(("invariants waited %.2f s"):format(socket.gettime() - t0))
     assert(not bad, bad)
     return table.concat(report, "\n")
 end
@@ -210,18 +256,21 @@ function M.load_async(port, lines, opts)
     f:write(table.concat(lines, "\n"), "\n")
     f:close()
     os.remove(self.done)
-    local cmd = ("%s -p %d -c %d -m %s -r %d -t %s < %s > %s 2> %s; echo $? > %s"):format(
+    local cmd = ("%s -p %d -c %d -m %s -r %d -t %s < %s > %s 2> %s; echo $? > %s.tmp; mv %s.tmp %s"):format(
         bin, port, opts.conc or 100, opts.mode or "close", opts.rounds or 1,
-        tostring(opts.timeout or 10), self.input, self.output, self.errput, self.done)
+        tostring(opts.timeout or 10), self.input, self.output, self.errput, self.done,
+        self.done, self.done)
     os.execute("(" .. cmd .. ") &")
     return self
 end
 
 function Load:wait(limit)
-    local deadline = socket.gettime() + (limit or 120)
-    while not read_file(self.done) and socket.gettime() < deadline do
+    local t0 = socket.gettime()
+    local deadline = t0 + (limit or 120)
+    while (read_file(self.done) or "") == "" and socket.gettime() < deadline do
         socket.sleep(0.02)
     end
+    M.trace(("wsload waited %.2f s"):format(socket.gettime() - t0))
     local rc = read_file(self.done)
     local text = read_file(self.output) or ""
     local summary = read_file(self.errput) or ""
@@ -233,6 +282,7 @@ function Load:wait(limit)
         rounds[r] = rounds[r] or {}
         rounds[r][i] = { status = tonumber(st), seen = seen }
     end
+    M.trace("wsload output parsed")
     return rounds, (summary:gsub("%s+$", ""))
 end
 

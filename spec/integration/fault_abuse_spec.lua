@@ -309,23 +309,22 @@ describe("guard mode under abusive clients", function()
     end)
 
     it("20,000 handshakes, forged and valid mixed; a 5,000-socket reconnect storm; RSS back", function()
-        -- a warm-up run of exactly the load below, then the RSS baseline.
-        -- RSS grows over the first runs as LuaJIT and malloc settle, then
-        -- stays flat (measured after GC + malloc_trim, one worker, runs of
-        -- 20,000 + 2 x 5,000: 17.0, 17.6, 17.9, 18.0, 18.3, 18.3 MB); run
-        -- to run after the first, within 3.5 %.
+        -- warm-up runs of exactly the load below until RSS settles (it
+        -- climbs over the first runs as LuaJIT and malloc settle, then stays
+        -- flat: measured after GC + malloc_trim, one worker, runs of 20,000
+        -- + 2 x 5,000: 17.0, 17.6, 17.9, 18.0, 18.3, 18.3 MB), then the
+        -- RSS baseline
         local storm = {}
         for i = 1, 5000 do storm[i] = "/ws\t" .. valid[i % 3 + 1] end
-        do
+        local rss_base, history = fault.settle(nginx, lport, base.ports, function(k)
             local lines, expect = mixed(20000)
-            verdicts(fault.load(lport, lines, { conc = 200 })[1], expect, "warm-up")
+            verdicts(fault.load(lport, lines, { conc = 200 })[1], expect, "warm-up " .. k)
             local warm = fault.load(lport, storm, { conc = 1000, mode = "hold", rounds = 2,
                                                     timeout = 30 })
             assert.same({ [101] = 5000 }, fault.tally(warm[2]))
-        end
+        end)
+        print("\n[RSS while warming up, kB] " .. table.concat(history, " | "))
         check("warm-up")
-        fault.trim(nginx, lport)
-        local rss_base = fault.snapshot(nginx, base.ports)
 
         local lines, expect = mixed(20000)
         local t0 = socket.gettime()

@@ -166,6 +166,38 @@ local function line_with(text, needle)
 end
 M.line_with = line_with
 
+-- Runs run() (one load) until every worker's RSS, after GC + malloc_trim,
+-- grew less than `step` (default 2 %) over the run before: RSS climbs over
+-- the first runs as LuaJIT and malloc keep what the peak needed, then stays
+-- flat; a leak never settles.  At most `max` runs (default 6); raises if
+-- RSS is still climbing then.  Returns the settled snapshot (the RSS
+-- baseline) and the per-run history for the report.
+function M.settle(nginx, port, ports, run, opts)
+    opts = opts or {}
+    local step, max = opts.step or 0.02, opts.max or 6
+    local prev, history = nil, {}
+    for k = 1, max do
+        run(k)
+        M.trim(nginx, port)
+        local snap = M.snapshot(nginx, ports)
+        local row, settled = {}, prev ~= nil
+        for _, pid in ipairs(snap.pids) do
+            local r = snap.by[pid].rss
+            row[#row + 1] = ("%d:%d"):format(pid, r)
+            if not prev or not prev.by[pid] or r > prev.by[pid].rss * (1 + step) then
+                settled = false
+            end
+        end
+        history[#history + 1] = table.concat(row, " ")
+        if settled then
+            return snap, history
+        end
+        prev = snap
+    end
+    error("worker RSS still growing after " .. max .. " runs (kB per run): "
+          .. table.concat(history, " | "))
+end
+
 -- Checks, after a fault, that:
 --   * no worker exited on a signal (error log) and the pids are the same;
 --   * every worker answers on the probe port;

@@ -146,6 +146,7 @@ static int start(conn *c, int ep)
 
 static void finish(conn *c, int ep, int status, int *active, int *done)
 {
+    if (c->st == S_DONE || c->st == S_HELD) return; /* already counted */
     if (c->status == 0) c->status = status;
     if (c->fd >= 0) epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     if ((mode == M_HOLD || mode == M_HFRAME) && c->status == 101 && c->fd >= 0) {
@@ -281,7 +282,10 @@ static void on_event(conn *c, int ep, uint32_t evs, int *active, int *done)
                 memmove(c->buf, c->buf + at, c->len - at);
                 c->len -= at;
                 c->st = S_FRAME;
-                if (parse_frame(c, 0)) finish(c, ep, 101, active, done);
+                if (parse_frame(c, 0)) {
+                    finish(c, ep, 101, active, done);
+                    return;
+                }
                 continue;
             }
             finish(c, ep, c->status, active, done);

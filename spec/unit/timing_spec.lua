@@ -86,7 +86,25 @@ end
 local N, BATCH = 1000, 40
 -- Under no dependence the share is Binomial(N, 1/2)/N: sd 0.016 at N = 1000.
 -- |share - 1/2| < 0.12 (7.5 sd) passes; the self-check must exceed 0.25.
-local TOLERANCE, DETECT = 0.12, 0.25
+-- A busy neighbour on the shared VM can bias one run (seen: 38.8 % once in
+-- dozens), so a constant-time verifier gets up to 3 runs to show it; the
+-- leaky one is seen in each of its runs (94-98 %), so a real leak of that
+-- size would fail all three.
+local TOLERANCE, DETECT, ATTEMPTS = 0.12, 0.25, 3
+
+local function constant_time(label, f, wrong, almost)
+    local seen = {}
+    for _ = 1, ATTEMPTS do
+        local share, med = compare(f, wrong, almost, N, BATCH)
+        seen[#seen + 1] = ("%.1f %% (median %+.2f %%)"):format(share * 100, med * 100)
+        if math.abs(share - 0.5) < TOLERANCE then break end
+    end
+    print(("\n[timing] %s: almost-right slower in %s of %d pairs"):format(
+        label, table.concat(seen, ", then "), N))
+    local last = tonumber(seen[#seen]:match("^([%d.]+)")) / 100
+    assert.is_true(math.abs(last - 0.5) < TOLERANCE, label .. ": almost-right slower in "
+                   .. table.concat(seen, ", ") .. " of pairs")
+end
 
 describe("signature verification time", function()
     math.randomseed(os.time())
@@ -96,12 +114,8 @@ describe("signature verification time", function()
             assert.is_nil(cookie.unsign(WRONG[k], ring))
             assert.is_nil(cookie.unsign(ALMOST[k], ring))
         end
-        local share, med = compare(function(v) return cookie.unsign(v, ring) end,
-                                   WRONG, ALMOST, N, BATCH)
-        print(("\n[timing] cookie.unsign: almost-right slower in %.1f %% of %d pairs, "
-               .. "median difference %+.2f %%"):format(share * 100, N, med * 100))
-        assert.is_true(math.abs(share - 0.5) < TOLERANCE,
-                       ("almost-right slower in %.1f %% of pairs"):format(share * 100))
+        constant_time("cookie.unsign", function(v) return cookie.unsign(v, ring) end,
+                      WRONG, ALMOST)
     end)
 
     it("does not depend on it either through the Cookie header (cookie.express_sid)", function()
@@ -111,12 +125,8 @@ describe("signature verification time", function()
             assert.is_nil(cookie.express_sid(hw[k], "connect.sid", ring))
             assert.is_nil(cookie.express_sid(ha[k], "connect.sid", ring))
         end
-        local share, med = compare(function(h) return cookie.express_sid(h, "connect.sid", ring) end,
-                                   hw, ha, N, BATCH)
-        print(("\n[timing] cookie.express_sid: almost-right slower in %.1f %% of %d pairs, "
-               .. "median difference %+.2f %%"):format(share * 100, N, med * 100))
-        assert.is_true(math.abs(share - 0.5) < TOLERANCE,
-                       ("almost-right slower in %.1f %% of pairs"):format(share * 100))
+        constant_time("cookie.express_sid",
+                      function(h) return cookie.express_sid(h, "connect.sid", ring) end, hw, ha)
     end)
 
     it("self-check: the same statistic catches an early-exit compare", function()

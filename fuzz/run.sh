@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs libFuzzer targets one after another and prints a summary line each.
+# Runs libFuzzer targets, FUZZ_JOBS at a time (default 1), and prints a
+# summary line each.
 #   fuzz/run.sh BIN_DIR SECONDS TARGET...
 # Each target fuzzes a copy of its seeds in fuzz/corpus-run/<target>/ (kept
 # between runs, git-ignored); logs and crash inputs go to fuzz/out/.
@@ -7,29 +8,36 @@
 set -u
 bin=$1 secs=$2
 shift 2
+jobs=${FUZZ_JOBS:-1}
 mkdir -p fuzz/out fuzz/corpus-run
 summary="" failed=0 json_ok="" json_bad=""
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
-for t in "$@"; do
+# One target: its log in fuzz/out/<t>.log, its exit status in <t>.rc.
+run_one() {
+    t=$1
     run=fuzz/corpus-run/$t log=fuzz/out/$t.log
     mkdir -p "$run"
     cp -n fuzz/corpus/"$t"/* "$run"/ 2>/dev/null
-    seeds=$(ls fuzz/corpus/"$t" | wc -l)
     # Session records are long; cookie headers past 4 KB add nothing here.
     case $t in session_parse) max_len=16384 ;; *) max_len=4096 ;; esac
-    echo "fuzz: $t for ${secs}s ($seeds seeds, max_len $max_len)"
     "$bin/$t" -max_total_time="$secs" -max_len=$max_len -timeout=10 \
         -print_final_stats=1 -artifact_prefix="fuzz/out/$t-" "$run" \
         >"$log" 2>&1
-    rc=$?
+    echo $? > "fuzz/out/$t.rc"
+}
+
+# What one finished target did: a summary line, details on failure.
+report() {
+    t=$1 log=fuzz/out/$1.log
+    rc=$(cat "fuzz/out/$t.rc" 2>/dev/null || echo 99)
     runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$log" | tail -n 1)
     took=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$log" | tail -n 1)
     stat=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
     cov=$(echo "$stat" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
     ft=$(echo "$stat" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
     corp=$(echo "$stat" | sed -n 's/.* corp: \([0-9]*\).*/\1/p')
-    if [ $rc -eq 0 ]; then
+    if [ "$rc" -eq 0 ]; then
         verdict=ok
     else
         verdict="FAILED (exit $rc, log $log)"
@@ -50,6 +58,24 @@ for t in "$@"; do
     entry="{\"name\":\"fuzz $t ${secs}s: ${runs:-?} runs\"}"
     if [ "$verdict" = ok ]; then json_ok="$json_ok${json_ok:+,}$entry"
     else json_bad="$json_bad${json_bad:+,}$entry"; fi
+}
+
+# Batches of $jobs targets in parallel (libFuzzer runs one process each).
+set -- "$@"
+while [ $# -gt 0 ]; do
+    batch=""
+    i=0
+    while [ $i -lt "$jobs" ] && [ $# -gt 0 ]; do
+        seeds=$(ls fuzz/corpus/"$1" | wc -l)
+        echo "fuzz: $1 for ${secs}s ($seeds seeds)"
+        rm -f "fuzz/out/$1.rc"
+        run_one "$1" &
+        batch="$batch $1"
+        i=$((i + 1))
+        shift
+    done
+    wait
+    for t in $batch; do report "$t"; done
 done
 
 # For the test summary: the same verdicts in busted's JSON shape.
@@ -59,6 +85,6 @@ if [ -n "${FUZZ_JSON:-}" ]; then
 fi
 
 echo
-echo "fuzz summary (${secs}s per target, libFuzzer + ASan + UBSan):"
+echo "fuzz summary (${secs}s per target, $jobs at a time, libFuzzer + ASan + UBSan):"
 printf '%s' "$summary"
 [ $failed -eq 0 ] || { echo "fuzz: $failed target(s) failed"; exit 1; }

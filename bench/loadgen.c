@@ -23,7 +23,8 @@
  *   -m hold     open -N connections (at most -c in handshake at once),
  *               print {"event":"up",...} when all are up, then keep them
  *               open, answering pings, for -t seconds or until SIGTERM/SIGINT.
- *               SIGUSR1 (or -E with -W) fires an emit: an HTTP GET of -E on
+ *               SIGUSR1 (or -E with -W) fires an emit (again after each
+ *               report, for several rounds): an HTTP GET of -E on
  *               -Q port; the answer's body (or -e) is how many messages to
  *               expect on the held connections; prints {"event":"emit",...}.
  *
@@ -918,8 +919,10 @@ int main(int argc, char **argv)
             }
             if (up_printed && hold_end > 0 && t >= hold_end)
                 break;
-            if (up_printed && emit_path && emit_state == 0
-                && (got_usr1 || (emit_wait >= 0 && t >= up_at + emit_wait))) {
+            /* SIGUSR1 may fire again once the last emit is reported, so
+             * one hold measures several rounds */
+            if (up_printed && emit_path && emit_state != 1
+                && (got_usr1 || (emit_state == 0 && emit_wait >= 0 && t >= up_at + emit_wait))) {
                 got_usr1 = 0;
                 fire_emit();
             }

@@ -1,0 +1,244 @@
+-- bench-sockets (issue 5): the gateway holding N authorized WebSockets
+-- (passport.websocket, one nginx worker) against socket.io 4 holding the
+-- same sessions (its documented Passport recipe), in one run:
+--   RSS per idle authorized connection (whole server process, its runtime
+--   included), filter_sockets_by_user over all N sockets, emit to one user,
+--   and filter + delivery to the N/2 matching sockets (socket.io: rooms,
+--   io.to(room).emit), timed by the load generator to the last client.
+-- Servers and Redis run on CPU 0, the load generator on CPU 1.
+-- env: N (10000), ROUNDS (7), LOADGEN (build/bench/loadgen).
+package.path = "lua/?.lua;spec/?.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+
+local redis_server = require "support.redis_server"
+local nginx_server = require "support.nginx_server"
+local proc = require "support.proc"
+local cookie = require "resty.passport.cookie"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local N = tonumber(os.getenv("N") or "10000")
+local ROUNDS = tonumber(os.getenv("ROUNDS") or "7")
+local LOADGEN = os.getenv("LOADGEN") or "build/bench/loadgen"
+local SECRET = "bench-sockets secret"
+local SRV_CPU, GEN_CPU = "0", "1"
+
+local sh = proc.sh
+local function log(...) io.stderr:write(string.format(...), "\n") end
+
+local function median(t)
+    local c = {}
+    for i, v in ipairs(t) do c[i] = v end
+    table.sort(c)
+    local n = #c
+    return n % 2 == 1 and c[(n + 1) / 2] or (c[n / 2] + c[n / 2 + 1]) / 2
+end
+
+local function rss_kb(pids)
+    local total = 0
+    for _, pid in ipairs(pids) do
+        local f = io.open("/proc/" .. pid .. "/status")
+        local status = f and f:read("*a") or ""
+        if f then f:close() end
+        total = total + (tonumber(status:match("VmRSS:%s*(%d+)")) or 0)
+    end
+    return total
+end
+
+local function http_get(port, path)
+    return (sh(("curl -s http://127.0.0.1:%d%s"):format(port, path)))
+end
+
+---------------------------------------------------------------------------
+-- Sessions: N connect-redis records (passport.user = i) and their cookies,
+-- signed as express-session signs them (the compat vectors hold us to it).
+
+log("starting redis")
+local redis = redis_server.start {}
+sh("taskset -apc " .. SRV_CPU .. " " .. redis.pid .. " >/dev/null")
+local dir = redis_server.tmpdir("bench-sockets")
+do
+    local cmds, cookies = {}, {}
+    for i = 0, N - 1 do
+        local rec = ('{"cookie":{"originalMaxAge":86400000,"expires":"2099-01-01T00:00:00.000Z",'
+                     .. '"httpOnly":true,"path":"/"},"passport":{"user":%d}}'):format(i)
+        local key = "sess:s" .. i
+        cmds[#cmds + 1] = ("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"):format(#key, key, #rec, rec)
+        local signed = cookie.sign("s" .. i, SECRET):gsub("[^%w%-_%.~]", function(ch)
+            return ("%%%02X"):format(ch:byte())
+        end)
+        cookies[#cookies + 1] = "connect.sid=" .. signed
+    end
+    local f = assert(io.open(dir .. "/seed.resp", "wb"))
+    f:write(table.concat(cmds))
+    f:close()
+    sh(("redis-cli -p %d --pipe < %s/seed.resp >/dev/null"):format(redis.port, dir))
+    f = assert(io.open(dir .. "/cookies", "w"))
+    f:write(table.concat(cookies, "\n"), "\n")
+    f:close()
+end
+local COOKIES = dir .. "/cookies"
+log("seeded %d sessions", N)
+
+---------------------------------------------------------------------------
+-- The stacks.
+
+local function start_gateway()
+    local nginx = nginx_server.start {
+        workers = 1,
+        worker_connections = N + 1024,
+        main = "worker_rlimit_nofile " .. (N + 4096) .. ";",
+        log_level = os.getenv("LOG_LEVEL") or "warn",
+        http = ([[
+    lua_shared_dict bench 1m;
+    init_by_lua_block {
+        local passport = require "resty.passport"
+        store = passport.redis { port = %d, pool_size = 64 }
+        auth = passport.authorize { secret = %q, store = store,
+            deserialize_user = function(id)
+                return { id = id, group = id %% 2 == 0 and "even" or "odd" }
+            end }
+        even = function(user) return user.group == "even" end
+    }
+    init_worker_by_lua_block {
+        require("resty.passport").init_worker { store = store, filters = { even = even } }
+    }
+]]):format(redis.port, SECRET),
+        server = [[
+        location = /ws {
+            content_by_lua_block {
+                local s = require("resty.passport").websocket(auth)
+                if not s then return end
+                s:send("welcome")
+                while s:recv() do end
+            }
+        }
+        location = /mode { content_by_lua_block { ngx.shared.bench:set("mode", ngx.var.arg_m) ngx.print("ok") } }
+        location = /emit {
+            content_by_lua_block {
+                local passport = require "resty.passport"
+                if ngx.shared.bench:get("mode") == "user" then
+                    passport.emit { user = 0, data = '{"n":1}' }
+                    ngx.print(#passport.sockets_of(0))
+                else
+                    -- how many will receive, then the emit itself
+                    local n = #passport.filter_sockets_by_user(even)
+                    passport.emit { filter = "even", data = '{"n":1}' }
+                    ngx.print(n)
+                end
+            }
+        }
+        location = /filter {
+            content_by_lua_block {
+                local passport = require "resty.passport"
+                local ffi = require "ffi"
+                pcall(ffi.cdef, "int clock_gettime(int, struct timespec *); struct timespec { long s; long ns; };")
+                local ts = ffi.new("struct timespec")
+                local function now() ffi.C.clock_gettime(1, ts) return tonumber(ts.s) + tonumber(ts.ns) * 1e-9 end
+                local reps, matched = 20, 0
+                local t0 = now()
+                for _ = 1, reps do matched = #passport.filter_sockets_by_user(even) end
+                ngx.print(require("cjson").encode { ms = (now() - t0) * 1000 / reps, matched = matched })
+            }
+        }
+]],
+    }
+    local pids = {}
+    for pid in sh("pgrep -P " .. nginx.pid):gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
+    sh("taskset -apc " .. SRV_CPU .. " " .. nginx.pid .. " >/dev/null")
+    for _, pid in ipairs(pids) do sh("taskset -apc " .. SRV_CPU .. " " .. pid .. " >/dev/null") end
+    return { name = "gateway", port = nginx.port, path = "/ws", pids = pids, stop = function() nginx:stop() end }
+end
+
+local function start_sio()
+    local port = proc.free_port()
+    local logf = dir .. "/sio.log"
+    local cmd = ("cd %s && PORT=%d REDIS_PORT=%d SECRET=%q taskset -c %s nohup node bench/sockets/sio.js"
+                 .. " > %s 2>&1 & echo $!"):format(nginx_server.root, port, redis.port, SECRET, SRV_CPU, logf)
+    local pid = tonumber((sh(cmd)))
+    local deadline = socket.gettime() + 15
+    while socket.gettime() < deadline do
+        local f = io.open(logf)
+        local text = f and f:read("*a") or ""
+        if f then f:close() end
+        if text:match("listening") then break end
+        socket.sleep(0.05)
+    end
+    return { name = "socket.io", port = port, path = "/socket.io/?EIO=4&transport=websocket", sio = true,
+             pids = { pid }, stop = function() sh("kill " .. pid) end }
+end
+
+---------------------------------------------------------------------------
+-- One stack: hold N, measure, emit.
+
+local function run(stack)
+    socket.sleep(1)
+    local rss0 = rss_kb(stack.pids)
+    local args = ("-p %d -P '%s'%s -f %s -m hold -N %d -c 100 -T 60000 -b 8 -E /emit -Q %d")
+                 :format(stack.port, stack.path, stack.sio and " -s" or "", COOKIES, N, stack.port)
+    local p = assert(io.popen("echo $$; exec taskset -c " .. GEN_CPU .. " " .. LOADGEN .. " " .. args))
+    local gen = tonumber(p:read("*l"))
+    log("%s on port %d: loadgen %s holding %d (%s)", stack.name, stack.port, tostring(gen), N, args)
+    local up = cjson.decode(p:read("*l") or "null")
+    assert(up and up.event == "up" and up.held == N, "hold: " .. cjson.encode(up or {}))
+    log("%s: %d up in %.2f s", stack.name, up.held, up.up_s)
+    socket.sleep(2)
+    local r = { held = up.held, rss0 = rss0, rss = rss_kb(stack.pids) }
+    r.rss_conn = (r.rss - rss0) / up.held
+    r.filter = cjson.decode(http_get(stack.port, "/filter"))
+    local function emits(mode)
+        http_get(stack.port, "/mode?m=" .. mode)
+        local times = {}
+        for i = 1, ROUNDS do
+            sh("kill -USR1 " .. gen)
+            local e = cjson.decode(p:read("*l") or "null")
+            log("  emit %s: %s", mode, cjson.encode(e))
+            assert(e and e.event == "emit" and e.received == e.expected,
+                   stack.name .. " emit: " .. cjson.encode(e or {}))
+            if i > 1 then times[#times + 1] = e.last_ms end -- the first warms up
+            r[mode .. "_n"] = e.expected
+            socket.sleep(0.3)
+        end
+        return median(times)
+    end
+    r.emit_group = emits("room")
+    r.emit_user = emits("user")
+    sh("kill -TERM " .. gen)
+    p:read("*a")
+    p:close()
+    log("%-9s %d held: RSS %d -> %d kB (%.2f kB/conn); filter %.3f ms (%d); group %.1f ms (%d); user %.2f ms",
+        stack.name, r.held, rss0, r.rss, r.rss_conn, r.filter.ms, r.filter.matched, r.emit_group,
+        r.room_n, r.emit_user)
+    return r
+end
+
+local ok, err = pcall(function()
+    local results = {}
+    for _, start in ipairs { start_gateway, start_sio } do
+        local stack = start()
+        local ok2, res = pcall(run, stack)
+        stack.stop()
+        assert(ok2, res)
+        results[#results + 1] = res
+    end
+    local g, s = results[1], results[2]
+    local function line(name, a, b, unit, target)
+        print(("%-44s %10.3f %10.3f %7.2fx  %s"):format(name, a, b, b / a, target or ""))
+        print((" %-43s %10s %10s"):format("", unit, unit))
+    end
+    print(("bench-sockets: %d authorized idle connections; servers and Redis on CPU %s, load generator on CPU %s"
+           .. " (2 cores shared)"):format(N, SRV_CPU, GEN_CPU))
+    print(("%-44s %10s %10s %8s"):format("", "gateway", "socket.io", "sio/gw"))
+    line("RSS per idle authorized connection", g.rss_conn, s.rss_conn, "kB", "target: gateway <= 8 kB")
+    line(("filter over %d sockets"):format(N), g.filter.ms, s.filter.ms, "ms", "target: <= 5 ms")
+    line(("filter + delivery to %d (last client)"):format(g.room_n), g.emit_group, s.emit_group, "ms",
+         "socket.io: io.to(room).emit; target <= 35 ms")
+    line("emit to one user (its client)", g.emit_user, s.emit_user, "ms")
+    print(cjson.encode { n = N, rounds = ROUNDS, gateway = g, socketio = s })
+end)
+redis:stop()
+sh("rm -rf " .. dir)
+if not ok then
+    io.stderr:write(tostring(err), "\n")
+    os.exit(1)
+end

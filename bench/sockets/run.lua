@@ -45,6 +45,20 @@ local function rss_kb(pids)
     return total
 end
 
+-- CPU seconds (user + system) of pids, from /proc.
+local function cpu_s(pids)
+    local total = 0
+    for _, pid in ipairs(pids) do
+        local f = io.open("/proc/" .. pid .. "/stat")
+        local stat = f and f:read("*a") or ""
+        if f then f:close() end
+        local fields = {}
+        for x in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = x end
+        total = total + (tonumber(fields[12] or 0) + tonumber(fields[13] or 0)) / 100
+    end
+    return total
+end
+
 local function http_get(port, path)
     return (sh(("curl -s http://127.0.0.1:%d%s"):format(port, path)))
 end
@@ -54,7 +68,8 @@ end
 -- signed as express-session signs them (the compat vectors hold us to it).
 
 log("starting redis")
-local redis = redis_server.start {}
+-- keyspace events on (as the README recommends): logout needs no polling
+local redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } }
 sh("taskset -apc " .. SRV_CPU .. " " .. redis.pid .. " >/dev/null")
 local dir = redis_server.tmpdir("bench-sockets")
 do
@@ -83,13 +98,18 @@ log("seeded %d sessions", N)
 ---------------------------------------------------------------------------
 -- The stacks.
 
-local function start_gateway()
+-- The recommended directives for a gateway that holds WebSockets (README,
+-- "Memory per connection"); TUNE=0 measures nginx's defaults instead.
+local TUNE = os.getenv("TUNE") ~= "0" and
+    "lua_socket_buffer_size 1k; request_pool_size 1k; client_header_buffer_size 512;\n" or ""
+
+local function start_gateway(path)
     local nginx = nginx_server.start {
         workers = 1,
         worker_connections = N + 1024,
         main = "worker_rlimit_nofile " .. (N + 4096) .. ";",
         log_level = os.getenv("LOG_LEVEL") or "warn",
-        http = ([[
+        http = TUNE .. (os.getenv("HTTP_EXTRA") or "") .. ([[
     lua_shared_dict bench 1m;
     init_by_lua_block {
         local passport = require "resty.passport"
@@ -99,12 +119,28 @@ local function start_gateway()
                 return { id = id, group = id %% 2 == 0 and "even" or "odd" }
             end }
         even = function(user) return user.group == "even" end
+        -- for measuring: the same sessions without the Redis round trip
+        local fake = { get = function(_, sid)
+            return '{"cookie":{"originalMaxAge":86400000},"passport":{"user":' .. sid:sub(2) .. '}}'
+        end }
+        auth_nostore = passport.authorize { secret = %q, store = fake,
+            deserialize_user = function(id)
+                return { id = id, group = id %% 2 == 0 and "even" or "odd" }
+            end }
     }
     init_worker_by_lua_block {
         require("resty.passport").init_worker { store = store, filters = { even = even } }
     }
-]]):format(redis.port, SECRET),
-        server = [[
+]]):format(redis.port, SECRET, SECRET),
+        server = (os.getenv("SERVER_EXTRA") or "") .. [[
+        location = /ws-nostore {
+            content_by_lua_block {
+                local s = require("resty.passport").websocket(auth_nostore)
+                if not s then return end
+                s:send("welcome")
+                while s:recv() do end
+            }
+        }
         location = /ws {
             content_by_lua_block {
                 local s = require("resty.passport").websocket(auth)
@@ -112,6 +148,21 @@ local function start_gateway()
                 s:send("welcome")
                 while s:recv() do end
             }
+        }
+        location = /floor {
+            # the floor: the same upgrade with no session and no socket layer
+            content_by_lua_block {
+                local key = ngx.var.http_sec_websocket_key
+                local accept = ngx.encode_base64(ngx.sha1_bin(key .. "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+                local sock = ngx.req.socket(true)
+                sock:send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          .. "Sec-WebSocket-Accept: " .. accept .. "\r\n\r\n\129\7welcome")
+                sock:settimeouts(10000, 10000, 3600000)
+                while sock:receive(2) do end
+            }
+        }
+        location = /luamem {
+            content_by_lua_block { collectgarbage() collectgarbage() ngx.print(collectgarbage("count")) }
         }
         location = /mode { content_by_lua_block { ngx.shared.bench:set("mode", ngx.var.arg_m) ngx.print("ok") } }
         location = /emit {
@@ -147,7 +198,9 @@ local function start_gateway()
     for pid in sh("pgrep -P " .. nginx.pid):gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
     sh("taskset -apc " .. SRV_CPU .. " " .. nginx.pid .. " >/dev/null")
     for _, pid in ipairs(pids) do sh("taskset -apc " .. SRV_CPU .. " " .. pid .. " >/dev/null") end
-    return { name = "gateway", port = nginx.port, path = "/ws", pids = pids, stop = function() nginx:stop() end }
+    return { name = path == "/floor" and "floor" or "gateway", port = nginx.port,
+             path = os.getenv("WS_PATH") or path, pids = pids, no_emit = path == "/floor",
+             stop = function() nginx:stop() end }
 end
 
 local function start_sio()
@@ -174,6 +227,7 @@ end
 local function run(stack)
     socket.sleep(1)
     local rss0 = rss_kb(stack.pids)
+    local lua0 = not stack.sio and tonumber(http_get(stack.port, "/luamem"))
     local args = ("-p %d -P '%s'%s -f %s -m hold -N %d -c 100 -T 60000 -b 8 -E /emit -Q %d")
                  :format(stack.port, stack.path, stack.sio and " -s" or "", COOKIES, N, stack.port)
     local p = assert(io.popen("echo $$; exec taskset -c " .. GEN_CPU .. " " .. LOADGEN .. " " .. args))
@@ -183,12 +237,20 @@ local function run(stack)
     assert(up and up.event == "up" and up.held == N, "hold: " .. cjson.encode(up or {}))
     log("%s: %d up in %.2f s", stack.name, up.held, up.up_s)
     socket.sleep(2)
+    local rss_nogc = rss_kb(stack.pids)
+    if lua0 then http_get(stack.port, "/luamem") end -- a full GC: idle is steady state
     local r = { held = up.held, rss0 = rss0, rss = rss_kb(stack.pids) }
+    log("  RSS before a full GC %d kB, after %d kB", rss_nogc, r.rss)
     r.rss_conn = (r.rss - rss0) / up.held
+    if lua0 then
+        r.lua_conn = (tonumber(http_get(stack.port, "/luamem")) - lua0) / up.held
+        log("  Lua heap per connection: %.2f kB", r.lua_conn)
+    end
     r.filter = cjson.decode(http_get(stack.port, "/filter"))
     local function emits(mode)
         http_get(stack.port, "/mode?m=" .. mode)
         local times = {}
+        local cpu0, delivered = cpu_s(stack.pids), 0
         for i = 1, ROUNDS do
             sh("kill -USR1 " .. gen)
             local e = cjson.decode(p:read("*l") or "null")
@@ -197,12 +259,19 @@ local function run(stack)
                    stack.name .. " emit: " .. cjson.encode(e or {}))
             if i > 1 then times[#times + 1] = e.last_ms end -- the first warms up
             r[mode .. "_n"] = e.expected
+            delivered = delivered + e.received
             socket.sleep(0.3)
         end
+        r[mode .. "_cpu_us"] = (cpu_s(stack.pids) - cpu0) / delivered * 1e6
+        log("  %s: server CPU %.1f us per delivered message", mode, r[mode .. "_cpu_us"])
         return median(times)
     end
-    r.emit_group = emits("room")
-    r.emit_user = emits("user")
+    if os.getenv("NO_EMIT") or stack.no_emit then
+        r.emit_group, r.emit_user, r.room_n = 0, 0, 0
+    else
+        r.emit_group = emits("room")
+        r.emit_user = emits("user")
+    end
     sh("kill -TERM " .. gen)
     p:read("*a")
     p:close()
@@ -214,14 +283,17 @@ end
 
 local ok, err = pcall(function()
     local results = {}
-    for _, start in ipairs { start_gateway, start_sio } do
+    local starts = { function() return start_gateway("/floor") end,
+                     function() return start_gateway("/ws") end, start_sio }
+    if os.getenv("ONLY_GATEWAY") then starts[3] = nil end
+    for _, start in ipairs(starts) do
         local stack = start()
         local ok2, res = pcall(run, stack)
         stack.stop()
         assert(ok2, res)
         results[#results + 1] = res
     end
-    local g, s = results[1], results[2]
+    local floor, g, s = results[1], results[2], results[3]
     local function line(name, a, b, unit, target)
         print(("%-44s %10.3f %10.3f %7.2fx  %s"):format(name, a, b, b / a, target or ""))
         print((" %-43s %10s %10s"):format("", unit, unit))
@@ -230,11 +302,17 @@ local ok, err = pcall(function()
            .. " (2 cores shared)"):format(N, SRV_CPU, GEN_CPU))
     print(("%-44s %10s %10s %8s"):format("", "gateway", "socket.io", "sio/gw"))
     line("RSS per idle authorized connection", g.rss_conn, s.rss_conn, "kB", "target: gateway <= 8 kB")
+    print(("%-44s %10.3f %21s"):format("  nginx's own floor (upgrade, no auth, no layer)", floor.rss_conn,
+                                       "kB, same directives"))
     line(("filter over %d sockets"):format(N), g.filter.ms, s.filter.ms, "ms", "target: <= 5 ms")
     line(("filter + delivery to %d (last client)"):format(g.room_n), g.emit_group, s.emit_group, "ms",
          "socket.io: io.to(room).emit; target <= 35 ms")
     line("emit to one user (its client)", g.emit_user, s.emit_user, "ms")
-    print(cjson.encode { n = N, rounds = ROUNDS, gateway = g, socketio = s })
+    print(("%-44s %10.1f %10.1f %7.2fx"):format("server CPU per delivered message (group emit)",
+                                               g.room_cpu_us, s.room_cpu_us, s.room_cpu_us / g.room_cpu_us))
+    print((" %-43s %10s %10s"):format("", "us", "us"))
+    print("gateway directives: " .. (TUNE ~= "" and TUNE:gsub("\n", "") or "nginx defaults (TUNE=0)"))
+    print(cjson.encode { n = N, rounds = ROUNDS, floor = floor, gateway = g, socketio = s })
 end)
 redis:stop()
 sh("rm -rf " .. dir)

@@ -7,7 +7,9 @@
 -- For a table user, the value under user_key (default "id") stands for it.
 local error = error
 local format = string.format
+local getmetatable = getmetatable
 local next = next
+local setmetatable = setmetatable
 local tostring = tostring
 local type = type
 
@@ -39,20 +41,29 @@ local function key_of(v, field)
 end
 _M.key_of = key_of
 
+-- An index entry is the socket itself while a key has one socket (the
+-- common case: it saves a table per socket), a set once it has more.
+local SET = {}
+
 local function index_add(index, k, socket)
-    local set = index[k]
-    if not set then
-        set = {}
-        index[k] = set
+    local v = index[k]
+    if v == nil then
+        index[k] = socket
+    elseif getmetatable(v) == SET then
+        v[socket] = true
+    elseif v ~= socket then
+        index[k] = setmetatable({ [v] = true, [socket] = true }, SET)
     end
-    set[socket] = true
 end
 
 local function index_del(index, k, socket)
-    local set = index[k]
-    if set then
-        set[socket] = nil
-        if next(set) == nil then index[k] = nil end
+    local v = index[k]
+    if v == socket then
+        index[k] = nil
+    elseif v ~= nil and getmetatable(v) == SET then
+        v[socket] = nil
+        local one = next(v)
+        if one ~= nil and next(v, one) == nil then index[k] = one end
     end
 end
 
@@ -82,13 +93,13 @@ function _M.count()
     return count
 end
 
-local function set_to_array(set)
+local function entry_to_array(v)
+    if v == nil then return {} end
+    if getmetatable(v) ~= SET then return { v } end
     local out, n = {}, 0
-    if set then
-        for s in next, set do
-            n = n + 1
-            out[n] = s
-        end
+    for s in next, v do
+        n = n + 1
+        out[n] = s
     end
     return out
 end
@@ -123,15 +134,15 @@ function _M.of_user(user)
               .. "string, number, boolean, or a table with '" .. tostring(_M.user_key)
               .. "')", 3)
     end
-    return set_to_array(by_user[k])
+    return entry_to_array(by_user[k])
 end
 
 function _M.of_key(k)
-    return set_to_array(by_user[k])
+    return entry_to_array(by_user[k])
 end
 
 function _M.of_sid(sid)
-    return set_to_array(by_sid[sid])
+    return entry_to_array(by_sid[sid])
 end
 
 -- The session ids with sockets here, for periodic revalidation.

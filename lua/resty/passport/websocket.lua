@@ -43,7 +43,9 @@ local worker_pid = ngx.worker.pid
 local concat = table.concat
 local error = error
 local floor = math.floor
+local find = string.find
 local gmatch = string.gmatch
+local ipairs = ipairs
 local lower = string.lower
 local pairs = pairs
 local setmetatable = setmetatable
@@ -79,6 +81,7 @@ _M.CLOSE_SESSION_ENDED = 4401
 
 local hdr = ffi_new("rp_ws_frame")
 local utf8_state = ffi_new("uint32_t[1]")
+local PING -- an empty ping frame, encoded on first use
 
 -- Socket ids: unique per worker and, with the pid and start time, across
 -- workers and nodes in practice.
@@ -93,13 +96,18 @@ local function next_id()
     return id_prefix .. id_seq
 end
 
+-- Normalized options are interned by value: a content handler that writes
+-- its options as a table literal makes a new table per request, and each
+-- socket would otherwise keep its own copy.
+local interned = setmetatable({}, { __mode = "v" })
+local NUMERIC = { "max_message_size", "ping_interval", "idle_timeout", "send_timeout",
+                  "close_timeout", "max_queue", "max_queue_bytes" }
+
 local function check_opts(opts)
     if opts == nil then opts = {} end
     if type(opts) ~= "table" then
         error("bad argument #2 to 'websocket' (table expected, got " .. type(opts) .. ")", 3)
     end
-    local o = {}
-    for k, v in pairs(DEFAULTS) do o[k] = v end
     for k, v in pairs(opts) do
         local want = KNOWN[k]
         if not want then
@@ -112,18 +120,35 @@ local function check_opts(opts)
         if want == "number" and (v < 0 or v ~= v) then
             error("bad option '" .. k .. "' to 'websocket' (non-negative number expected)", 3)
         end
-        o[k] = v
     end
-    if o.protocols then
-        local set = {}
-        for i, p in pairs(o.protocols) do
-            if type(p) ~= "string" or p == "" then
-                error("bad option 'protocols' to 'websocket' (list of strings expected)", 3)
+    local key = {}
+    for i = 1, #NUMERIC do
+        local k = NUMERIC[i]
+        local v = opts[k]
+        if v == nil then v = DEFAULTS[k] end
+        key[i] = v
+    end
+    if opts.protocols then
+        for _, p in ipairs(opts.protocols) do
+            if type(p) ~= "string" or p == "" or find(p, "[,%s]") then
+                error("bad option 'protocols' to 'websocket' (list of tokens expected)", 3)
             end
-            set[p] = i
+            key[#key + 1] = p
         end
-        o.protocol_rank = set
     end
+    local id = concat(key, ",")
+    local o = interned[id]
+    if o then return o end
+    o = {}
+    for i, k in ipairs(NUMERIC) do o[k] = key[i] end
+    if opts.protocols then
+        local rank = {}
+        for i, p in ipairs(opts.protocols) do
+            if not rank[p] then rank[p] = i end
+        end
+        o.protocol_rank = rank
+    end
+    interned[id] = o
     return o
 end
 
@@ -200,7 +225,7 @@ local function enqueue(self, bytes)
     self.queue[t] = bytes
     self.q_bytes = self.q_bytes + #bytes
     if self.w_waiting then
-        self.w_waiting = false
+        self.w_waiting = nil
         self.sema:post(1)
     end
     return true
@@ -230,17 +255,16 @@ local function writer(self)
                 return
             end
             if bytes == self.close_frame then
-                self.close_sent = true
                 return
             end
         end
         if self.state == "closed" then return end
         self.w_waiting = true
         local woken = self.sema:wait(wait)
-        self.w_waiting = false
+        self.w_waiting = nil
         if not woken and interval > 0 and self.state == "open"
            and now() + 0.01 - self.last_seen >= interval then
-            enqueue(self, self.ping_frame)
+            enqueue(self, PING)
         end
     end
 end
@@ -279,7 +303,7 @@ local function begin_close(self, code, reason, flush)
     self.q_tail = t
     self.queue[t] = self.close_frame
     if self.w_waiting then
-        self.w_waiting = false
+        self.w_waiting = nil
         self.sema:post(1)
     end
     return true
@@ -367,7 +391,7 @@ local function finish(self)
     self.state = "closed"
     registry.remove(self)
     if self.w_waiting then
-        self.w_waiting = false
+        self.w_waiting = nil
         self.sema:post(1)
     end
 end
@@ -475,7 +499,6 @@ function socket_mt.recv(self)
                         elseif not self.close_code then
                             self.close_code = code
                         end
-                        self.peer_closed = true
                         finish(self)
                     end
                 end
@@ -499,7 +522,7 @@ function socket_mt.recv(self)
                     if fin and self.state == "open" then
                         local msg = concat(frags)
                         local text = self.frag_text
-                        self.frags, self.frag_len = nil, 0
+                        self.frags, self.frag_len = nil, nil
                         if text and self.frag_state[0] ~= 0 then
                             fail(self, 1007, reasons[C.RP_EUTF8])
                             finish(self)
@@ -550,8 +573,6 @@ end
 ---------------------------------------------------------------------------
 -- passport.websocket(auth, opts)
 
-local PING = nil -- an empty ping, encoded once
-
 function _M.serve(auth, opts)
     if type(auth) ~= "table" or type(auth.verify) ~= "function" then
         error("bad argument #1 to 'websocket' (an authorize object expected, from "
@@ -585,7 +606,6 @@ function _M.serve(auth, opts)
         return http_error(st, res)
     end
     data = res
-    ngx.ctx.passport = data
 
     local protocol = pick_protocol(opts.protocol_rank, var.http_sec_websocket_protocol)
     local sock, err = req_socket(true)
@@ -607,33 +627,27 @@ function _M.serve(auth, opts)
     end
 
     if not PING then PING = encode(0x9, "") end
-    local user = data.user
+    -- at most 16 fields at rest (one hash part of 16 slots per socket)
     local self = setmetatable({
         id = next_id(),
-        user = user,
+        user = data.user,
         data = data,
-        protocol = protocol,
-        session_id = data.session_id,
-        auth = auth,
         opts = opts,
         sock = sock,
         state = "open",
         queue = {}, q_head = 1, q_tail = 0, q_bytes = 0,
         sema = semaphore.new(0),
-        w_waiting = false,
         last_seen = now(),
-        ping_frame = PING,
-        frag_len = 0,
         _key = registry.key_of(data.serialized_user),
         _sid = data.session_id,
     }, socket_mt)
+    if protocol then self.protocol = protocol end
     local thread
     thread, err = spawn(writer, self)
     if not thread then
         host.log("err", "passport: websocket: cannot start the writer: " .. err)
         return ngx.exit(500)
     end
-    self._writer = thread
     registry.add(self)
     return self
 end

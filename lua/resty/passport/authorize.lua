@@ -397,15 +397,31 @@ function _M.access(self)
         if names then set_identity(names, msg) end
         return true
     end
+    return _M.reject(msg, is_error, data)
+end
+
+-- The HTTP answer to a refused handshake: status, {"error": message}.
+function _M.respond_error(status, msg, extra)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    if extra then
+        for k, v in pairs(extra) do ngx.header[k] = v end
+    end
+    local body = cjson.encode({ error = msg })
+    ngx.header["Content-Length"] = #body
+    ngx.print(body)
+    return ngx.exit(status)
+end
+
+-- Logs a verify() failure (no secrets, no cookie values) and answers it:
+-- 401 no or invalid session, 403 policy or Origin, 503 store error.
+function _M.reject(msg, is_error, data)
     local status = data.status or (is_error and 503 or 401)
     local why = data.reason and " [" .. data.reason .. "]" or ""
     host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
              .. msg:gsub("\n", " ") .. why)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    ngx.header["Cache-Control"] = "no-store"
-    ngx.print(cjson.encode({ error = msg }))
-    return ngx.exit(status)
+    return _M.respond_error(status, msg)
 end
 
 return _M

@@ -63,6 +63,9 @@ local function read(sock, max_bulk, depth)
         if not data then
             return nil, err, "io"
         end
+        if byte(data, n + 1) ~= 13 or byte(data, n + 2) ~= 10 then
+            return nil, "protocol error", "protocol"
+        end
         return sub(data, 1, n)
     elseif c == 42 then -- '*'
         local n = tonumber(sub(line, 2))
@@ -127,6 +130,9 @@ local function parse(buf, pos, max_bulk, depth)
         end
         if #buf < pos + n + 1 then
             return nil
+        end
+        if byte(buf, pos + n) ~= 13 or byte(buf, pos + n + 1) ~= 10 then
+            return nil, "protocol error"
         end
         return sub(buf, pos, pos + n - 1), pos + n + 2
     elseif c == 42 then -- '*'

@@ -15,11 +15,11 @@
 -- any socket (cosockets cannot cross requests).  A slow consumer fills its
 -- own queue and is closed (1008); nobody else waits for it.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
 local core = require "resty.passport.core"
 local frame = require "resty.passport.frame"
 local registry = require "resty.passport.registry"
 local host = require "resty.passport.host"
+local authorize = require "resty.passport.authorize"
 local semaphore = require "ngx.semaphore"
 
 local C = core.C
@@ -155,18 +155,7 @@ end
 ---------------------------------------------------------------------------
 -- The handshake.
 
-local function http_error(status, msg, extra)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    ngx.header["Cache-Control"] = "no-store"
-    if extra then
-        for k, v in pairs(extra) do ngx.header[k] = v end
-    end
-    local body = cjson.encode({ error = msg })
-    ngx.header["Content-Length"] = #body
-    ngx.print(body)
-    return ngx.exit(status)
-end
+local http_error = authorize.respond_error
 
 local function has_token(value, token)
     if not value then return false end
@@ -386,7 +375,16 @@ local function fail(self, code, err)
     return nil, err
 end
 
-local function finish(self)
+local finish
+
+-- A protocol failure: close with its code and stop reading (nothing after
+-- a bad frame can be trusted).
+local function abort(self, code, err)
+    fail(self, code, err)
+    finish(self)
+end
+
+function finish(self)
     -- the peer is gone or done: nothing more is read or written
     self.state = "closed"
     registry.remove(self)
@@ -461,8 +459,7 @@ function socket_mt.recv(self)
                 if self.state == "open" then
                     if opts.idle_timeout > 0
                        and now() + 0.01 - self.last_seen >= opts.idle_timeout then
-                        fail(self, CLOSE_GOING_AWAY, "idle timeout")
-                        finish(self)
+                        abort(self, CLOSE_GOING_AWAY, "idle timeout")
                     end
                 else
                     finish(self)
@@ -488,8 +485,7 @@ function socket_mt.recv(self)
                 elseif opcode == 0x8 then
                     local code, reason = parse_close(payload)
                     if not code then
-                        fail(self, 1002, reason)
-                        finish(self)
+                        abort(self, 1002, reason)
                     else
                         self.close_reason = reason
                         if self.state == "open" then
@@ -508,15 +504,13 @@ function socket_mt.recv(self)
             elseif opcode == 0x0 then
                 local frags = self.frags
                 if not frags then
-                    fail(self, 1002, "continuation without a message")
-                    finish(self)
+                    abort(self, 1002, "continuation without a message")
                 else
                     frags[#frags + 1] = payload
                     self.frag_len = self.frag_len + #payload
                     if self.frag_text then
                         if C.rp_utf8_validate(payload, #payload, self.frag_state) < 0 then
-                            fail(self, 1007, reasons[C.RP_EUTF8])
-                            finish(self)
+                            abort(self, 1007, reasons[C.RP_EUTF8])
                         end
                     end
                     if fin and self.state == "open" then
@@ -524,24 +518,21 @@ function socket_mt.recv(self)
                         local text = self.frag_text
                         self.frags, self.frag_len = nil, nil
                         if text and self.frag_state[0] ~= 0 then
-                            fail(self, 1007, reasons[C.RP_EUTF8])
-                            finish(self)
+                            abort(self, 1007, reasons[C.RP_EUTF8])
                         else
                             return msg, text and "text" or "binary"
                         end
                     end
                 end
             elseif self.frags then
-                fail(self, 1002, "new message inside a fragmented one")
-                finish(self)
+                abort(self, 1002, "new message inside a fragmented one")
             else
                 local text = opcode == 0x1
                 if fin then
                     if text then
                         utf8_state[0] = 0
                         if C.rp_utf8_validate(payload, #payload, utf8_state) ~= 0 then
-                            fail(self, 1007, reasons[C.RP_EUTF8])
-                            finish(self)
+                            abort(self, 1007, reasons[C.RP_EUTF8])
                         else
                             return payload, "text"
                         end
@@ -560,8 +551,7 @@ function socket_mt.recv(self)
                         end
                         st[0] = 0
                         if C.rp_utf8_validate(payload, #payload, st) < 0 then
-                            fail(self, 1007, reasons[C.RP_EUTF8])
-                            finish(self)
+                            abort(self, 1007, reasons[C.RP_EUTF8])
                         end
                     end
                 end
@@ -599,11 +589,7 @@ function _M.serve(auth, opts)
                                                 nil, nil, ngx.req.get_headers,
                                                 ngx.req.get_uri_args)
     if not ok then
-        local st = data.status or (is_error and 503 or 401)
-        local why = data.reason and " [" .. data.reason .. "]" or ""
-        host.log(is_error and "err" or "info", "passport: rejected (" .. st .. "): "
-                 .. res:gsub("\n", " ") .. why)
-        return http_error(st, res)
+        return authorize.reject(res, is_error, data)
     end
     data = res
 

@@ -305,6 +305,10 @@ local function exchange(self, sock, sid, fresh)
         if not data then
             return fail(sock, "read from " .. self.addr, err)
         end
+        if byte(data, n + 1) ~= 13 or byte(data, n + 2) ~= 10 then
+            -- the length lied: the stream is out of step, never reuse it
+            return fail(sock, "GET", "protocol error")
+        end
         sock:setkeepalive(self.keepalive_timeout)
         return sub(data, 1, n)
     elseif c == 45 then -- '-' an error reply: the stream is still in step

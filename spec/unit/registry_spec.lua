@@ -85,5 +85,7 @@ describe("resp.parse", function()
         assert.same({ nil, "protocol error" }, { resp.parse(("x"):rep(100), 1, 10) })
         assert.same({ "-ERR no", 10 }, { resp.parse("-ERR no\r\n", 1, 10) })
         assert.same({ false, 6 }, { resp.parse("$-1\r\n", 1, 10) })
+        -- a bulk length that lies: the bytes after it are not CRLF
+        assert.same({ nil, "protocol error" }, { resp.parse("$2\r\nabXY", 1, 10) })
     end)
 end)

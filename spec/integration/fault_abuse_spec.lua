@@ -8,6 +8,8 @@
 -- back to the baseline, no valid user was rejected or seen as someone else,
 -- no forged cookie got in; after the load, worker RSS within 5 % of the
 -- baseline taken after a warm-up of the same shape.
+-- Reports go to stderr: stdout is busted's JSON, which the test summary reads.
+local function say(s) io.stderr:write(tostring(s), "\n") end
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 local fault = require "support.fault"
@@ -167,14 +169,14 @@ describe("guard mode under abusive clients", function()
         opts = opts or {}
         opts.probe = lport
         local report = fault.invariants(nginx, opts.base or base, opts)
-        print("\n[" .. label .. "]\n" .. report)
+        say("\n[" .. label .. "]\n" .. report)
     end
 
     it("upgrades valid users as themselves and refuses forged cookies", function()
         local lines, expect = mixed(400)
         local rounds, summary = fault.load(lport, lines, { conc = 50 })
         local t = verdicts(rounds[1], expect, "baseline")
-        print("\n[baseline] " .. summary .. "; valid in " .. t.valid_in .. ", forged out " .. t.forged_out)
+        say("\n[baseline] " .. summary .. "; valid in " .. t.valid_in .. ", forged out " .. t.forged_out)
         check("baseline")
     end)
 
@@ -265,7 +267,7 @@ describe("guard mode under abusive clients", function()
         local lines, expect = mixed(600)
         local rounds, summary = fault.load(lport, lines, { conc = 50 })
         verdicts(rounds[1], expect, "during slowloris")
-        print("\n[slowloris] meanwhile: " .. summary)
+        say("\n[slowloris] meanwhile: " .. summary)
         assert.is_true(socket.gettime() - t0 < 2, "handshakes slowed down by slowloris")
         for _, c in ipairs(slow) do c:send("x") end -- still dripping
         -- nginx closes them after client_header_timeout (2 s): 408, or just closed
@@ -299,7 +301,7 @@ describe("guard mode under abusive clients", function()
         for i = 1, 1000 do lines[i] = "/ws\t" .. valid[i % 3 + 1] end
         local rounds, summary = fault.load(lport, lines, { conc = 100, mode = "half" })
         assert.same({ [101] = 1000 }, fault.tally(rounds[1]))
-        print("\n[half frames] " .. summary)
+        say("\n[half frames] " .. summary)
         check("half requests and frames")
         -- and the upstream let go of them too
         local ub = fault.snapshot(up, { listen = { up.port, up.lport } })
@@ -323,7 +325,7 @@ describe("guard mode under abusive clients", function()
                                                     timeout = 30 })
             assert.same({ [101] = 5000 }, fault.tally(warm[2]))
         end)
-        print("\n[RSS while warming up, kB] " .. table.concat(history, " | "))
+        say("\n[RSS while warming up, kB] " .. table.concat(history, " | "))
         check("warm-up")
 
         local lines, expect = mixed(20000)
@@ -331,7 +333,7 @@ describe("guard mode under abusive clients", function()
         local rounds, summary = fault.load(lport, lines, { conc = 200 })
         local took = socket.gettime() - t0
         local t = verdicts(rounds[1], expect, "20,000 mixed")
-        print(("\n[20,000 mixed] %s\n  valid in %d, forged out %d, %.0f handshakes/s"):format(
+        say(("\n[20,000 mixed] %s\n  valid in %d, forged out %d, %.0f handshakes/s"):format(
             summary, t.valid_in, t.forged_out, 20000 / took))
 
         -- the storm: 5,000 sockets up at once, all dropped at once, all back
@@ -344,7 +346,7 @@ describe("guard mode under abusive clients", function()
             end
         end
         fault.trace("storm verdicts")
-        print("\n[reconnect storm] " .. summary)
+        say("\n[reconnect storm] " .. summary)
         check("after 20,000 handshakes and the storm")
         -- RSS: against the figures after the warm-up (the same shapes of
         -- load, once), both after a GC and malloc_trim; fds against the
@@ -356,7 +358,7 @@ describe("guard mode under abusive clients", function()
             for k, v in pairs(base.by[pid]) do b[k] = v end
             b.rss = rss_base.by[pid].rss
             cmp.by[pid] = b
-            print(("worker %d RSS: cold %d kB, after warm-up %d kB"):format(
+            say(("worker %d RSS: cold %d kB, after warm-up %d kB"):format(
                 pid, base.by[pid].rss, b.rss))
         end
         check("RSS vs after warm-up", { base = cmp, rss = true })

@@ -6,6 +6,8 @@
 -- both workers answer, their fds are back to the baseline, valid users get
 -- in again, and nothing unverified ever got in (200 only for a valid user,
 -- 503 while the store is down, never 200 for a forged cookie).
+-- Reports go to stderr: stdout is busted's JSON, which the test summary reads.
+local function say(s) io.stderr:write(tostring(s), "\n") end
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 local node = require "support.node_app"
@@ -165,7 +167,7 @@ describe("guard mode while Redis fails", function()
     local function check(label)
         all_good()
         local report = fault.invariants(nginx, base, { probe = probe })
-        print("\n[" .. label .. "]\n" .. report)
+        say("\n[" .. label .. "]\n" .. report)
     end
 
     it("serves valid users and refuses forged cookies before any fault", function()
@@ -225,7 +227,7 @@ describe("guard mode while Redis fails", function()
                 assert.equal(401, r.status, "forged cookie got " .. r.status)
             end
         end
-        print("\n[restart under load] " .. summary .. "\n  " .. fault.show_tally(seen))
+        say("\n[restart under load] " .. summary .. "\n  " .. fault.show_tally(seen))
         check("redis restarted under load")
     end)
 
@@ -283,7 +285,7 @@ describe("guard mode while Redis fails", function()
                 assert.same({ value = 7, logged_in = true }, cjson.decode(r.body))
             end
         end
-        print("\n[garbage] " .. table.concat(seen, ", ", 1, #GARBAGE))
+        say("\n[garbage] " .. table.concat(seen, ", ", 1, #GARBAGE))
         check("garbage replies")
     end)
 
@@ -333,8 +335,8 @@ describe("guard mode while Redis fails", function()
                                    .. " (seed " .. seed .. ")")
                 end
             end
-            print("\n[random replies, seed " .. seed .. "] " .. fault.show_tally(tally))
-            print(fault.invariants(ng, b, { probe = port }))
+            say("\n[random replies, seed " .. seed .. "] " .. fault.show_tally(tally))
+            say(fault.invariants(ng, b, { probe = port }))
         end)
         ng:stop()
         rf:stop()

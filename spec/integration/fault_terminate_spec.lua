@@ -5,6 +5,8 @@
 -- baseline, no socket left in either worker's registry, every valid user
 -- greeted as itself, no forged cookie upgraded; after the load, worker RSS
 -- within 5 % of the baseline taken after a warm-up run of the same load.
+-- Reports go to stderr: stdout is busted's JSON, which the test summary reads.
+local function say(s) io.stderr:write(tostring(s), "\n") end
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 local fault = require "support.fault"
@@ -109,7 +111,7 @@ describe("terminate mode under abusive clients", function()
         for pid, k in pairs(counts) do
             assert(k == 0, label .. ": worker " .. pid .. " still has " .. k .. " sockets registered")
         end
-        print("\n[terminate: " .. label .. "]\n" .. fault.invariants(nginx, opts.base or base, opts))
+        say("\n[terminate: " .. label .. "]\n" .. fault.invariants(nginx, opts.base or base, opts))
     end
 
     -- lines: 4 of 5 valid (greeted with "u<i>"), 1 of 5 forged (401)
@@ -143,7 +145,7 @@ describe("terminate mode under abusive clients", function()
         local lines, expect = storm_lines(500)
         local rounds, summary = fault.load(lport, lines, { conc = 100, mode = "frame" })
         verdicts(rounds[1], expect, "baseline")
-        print("\n[terminate: baseline] " .. summary)
+        say("\n[terminate: baseline] " .. summary)
         check("baseline")
     end)
 
@@ -152,7 +154,7 @@ describe("terminate mode under abusive clients", function()
         for i = 1, 2000 do lines[i] = "/ws\t" .. valid[i % 3 + 1] end
         local rounds, summary = fault.load(lport, lines, { conc = 200, mode = "half" })
         assert.same({ [101] = 2000 }, fault.tally(rounds[1]))
-        print("\n[terminate: half frames] " .. summary)
+        say("\n[terminate: half frames] " .. summary)
         -- and half a handshake, then gone
         local full = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -179,14 +181,14 @@ describe("terminate mode under abusive clients", function()
                                                     timeout = 30 })
             verdicts(warm[2], expect, "warm-up " .. k)
         end)
-        print("\n[terminate: RSS while warming up, kB] " .. table.concat(history, " | "))
+        say("\n[terminate: RSS while warming up, kB] " .. table.concat(history, " | "))
         check("storm warm-up")
 
         local rounds, summary = fault.load(lport, lines, { conc = 1000, mode = "hframe", rounds = 2,
                                                            timeout = 30 })
         verdicts(rounds[1], expect, "storm round 1")
         verdicts(rounds[2], expect, "storm round 2")
-        print("\n[terminate: reconnect storm] " .. summary)
+        say("\n[terminate: reconnect storm] " .. summary)
         check("reconnect storm")
         fault.trim(nginx, lport)
         local cmp = { pids = rss_base.pids, ports = base.ports, by = {} }
@@ -195,7 +197,7 @@ describe("terminate mode under abusive clients", function()
             for k, v in pairs(base.by[pid]) do b[k] = v end
             b.rss = rss_base.by[pid].rss
             cmp.by[pid] = b
-            print(("worker %d RSS: cold %d kB, after warm-up %d kB"):format(pid, base.by[pid].rss, b.rss))
+            say(("worker %d RSS: cold %d kB, after warm-up %d kB"):format(pid, base.by[pid].rss, b.rss))
         end
         check("RSS vs after warm-up", { base = cmp, rss = true })
     end)

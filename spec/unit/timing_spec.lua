@@ -9,6 +9,8 @@
 -- self-check runs the same statistic on a deliberately leaky Lua verifier
 -- (same HMAC, then a byte loop that stops at the first difference) and
 -- must see it.
+-- Reports go to stderr: stdout is busted's JSON, which the test summary reads.
+local function say(s) io.stderr:write(tostring(s), "\n") end
 local cookie = require "resty.passport.cookie"
 
 local ffi = require "ffi"
@@ -99,7 +101,7 @@ local function constant_time(label, f, wrong, almost)
         seen[#seen + 1] = ("%.1f %% (median %+.2f %%)"):format(share * 100, med * 100)
         if math.abs(share - 0.5) < TOLERANCE then break end
     end
-    print(("\n[timing] %s: almost-right slower in %s of %d pairs"):format(
+    say(("\n[timing] %s: almost-right slower in %s of %d pairs"):format(
         label, table.concat(seen, ", then "), N))
     local last = tonumber(seen[#seen]:match("^([%d.]+)")) / 100
     assert.is_true(math.abs(last - 0.5) < TOLERANCE, label .. ": almost-right slower in "
@@ -147,7 +149,7 @@ describe("signature verification time", function()
         end
         assert.equal(SID, leaky(good))
         local share, med = compare(leaky, WRONG, ALMOST, N, BATCH)
-        print(("\n[timing] leaky Lua compare: almost-right slower in %.1f %% of %d pairs, "
+        say(("\n[timing] leaky Lua compare: almost-right slower in %.1f %% of %d pairs, "
                .. "median difference %+.2f %%"):format(share * 100, N, med * 100))
         assert.is_true(math.abs(share - 0.5) > DETECT,
                        ("the statistic missed a leak: %.1f %% of pairs"):format(share * 100))

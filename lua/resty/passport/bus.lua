@@ -19,8 +19,6 @@ local session = require "resty.passport.session"
 local host = require "resty.passport.host"
 
 local ngx = ngx
-local C = require("resty.passport.core").C
-local ffi = require "ffi"
 local byte = string.byte
 local error = error
 local find = string.find
@@ -43,11 +41,11 @@ local tcp = ngx.socket.tcp
 local spawn = ngx.thread.spawn
 local kill = ngx.thread.kill
 local encode_frame = websocket.encode
+local utf8_valid = require("resty.passport.frame").utf8_valid
 
 local _M = { _VERSION = "0.1.0" }
 
 local conf -- set by init_worker
-local utf8_state = ffi.new("uint32_t[1]")
 
 local ENDED = { del = true, expired = true, evicted = true, rename_from = true }
 local MGET_BATCH = 100
@@ -424,8 +422,7 @@ function _M.emit(msg)
     end
     local binary = msg.binary == true
     if not binary then
-        utf8_state[0] = 0
-        if C.rp_utf8_validate(data, #data, utf8_state) ~= 0 then
+        if not utf8_valid(data) then
             error("bad field 'data' to 'emit' (text must be UTF-8; set binary = true)", 2)
         end
     end

@@ -24,14 +24,13 @@ local semaphore = require "ngx.semaphore"
 
 local C = core.C
 local reasons = core.reasons
-local get_buf = core.get_buf
-local ffi_copy = ffi.copy
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 local accept_key = frame.accept_key
 local close_payload = frame.close_payload
 local parse_close = frame.parse_close
 local close_code_for = frame.close_code_for
+local utf8_valid = frame.utf8_valid
 local ngx = ngx
 local ngx_var = ngx.var
 local req_socket = ngx.req.socket
@@ -80,7 +79,6 @@ local CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY = 1000, 1001, 1008
 _M.CLOSE_SESSION_ENDED = 4401
 
 local hdr = ffi_new("rp_ws_frame")
-local utf8_state = ffi_new("uint32_t[1]")
 local PING -- an empty ping frame, encoded on first use
 
 -- Socket ids: unique per worker and, with the pid and start time, across
@@ -258,14 +256,8 @@ local function writer(self)
     end
 end
 
--- Encodes one frame into a string (server frames are not masked).
-local function encode(opcode, payload)
-    local n = #payload
-    local b = get_buf(14 + n)
-    local hl = C.rp_ws_header(b, 1, opcode, n, nil)
-    ffi_copy(b + hl, payload, n)
-    return ffi_string(b, hl + n)
-end
+-- One whole server frame (not masked): frame.encode, shared with bus.lua.
+local encode = frame.encode
 _M.encode = encode
 
 -- Starts the close handshake: our close frame goes after what is queued,
@@ -318,8 +310,7 @@ function socket_mt.send(self, data, binary)
         error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
     end
     if not binary then
-        utf8_state[0] = 0
-        if C.rp_utf8_validate(data, #data, utf8_state) ~= 0 then
+        if not utf8_valid(data) then
             error("bad argument #1 to 'send' (text must be UTF-8; pass binary = true)", 2)
         end
     end
@@ -394,13 +385,6 @@ function finish(self)
     end
 end
 
-local function unmask(payload, mask)
-    local n = #payload
-    local b = get_buf(n)
-    ffi_copy(b, payload, n)
-    C.rp_ws_unmask(b, n, mask, 0)
-    return ffi_string(b, n)
-end
 
 -- One frame: opcode, fin, payload; or nil, err.
 local function read_frame(self, max_len)
@@ -434,7 +418,7 @@ local function read_frame(self, max_len)
             self.partial = head .. (self.partial or "")
             return nil, err
         end
-        payload = unmask(body, mask)
+        payload = frame.unmask(body, mask)
     end
     return opcode, fin, payload
 end
@@ -530,8 +514,7 @@ function socket_mt.recv(self)
                 local text = opcode == 0x1
                 if fin then
                     if text then
-                        utf8_state[0] = 0
-                        if C.rp_utf8_validate(payload, #payload, utf8_state) ~= 0 then
+                        if not utf8_valid(payload) then
                             abort(self, 1007, reasons[C.RP_EUTF8])
                         else
                             return payload, "text"

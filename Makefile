@@ -78,12 +78,12 @@ $(ASAN_LIB): $(CORE_SRC) $(CORE_HDR)
 test-asan: $(ASAN_LIB)
 	$(RUN) asan env LD_PRELOAD=$(ASAN_RT) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 RP_EXPECT_LIB=$(ASAN_LIB) \
-	  $(BUSTED) --cpath='$(BUILD)/asan/?.so' -o json
+	  $(BUSTED) --exclude-tags=timing --cpath='$(BUILD)/asan/?.so' -o json
 
 # Under valgrind busted must run in-process (no --lua re-exec).
 test-valgrind: all
 	$(RUN) valgrind valgrind -q --error-exitcode=99 --leak-check=full \
-	  --errors-for-leak-kinds=definite luajit $$(command -v busted) -o json
+	  --errors-for-leak-kinds=definite luajit $$(command -v busted) --exclude-tags=timing -o json
 
 test-integration: all
 	$(RUN) integration $(BUSTED) --run=integration -o json

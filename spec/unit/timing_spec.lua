@@ -10,6 +10,9 @@
 -- (same HMAC, then a byte loop that stops at the first difference) and
 -- must see it.
 -- Reports go to stderr: stdout is busted's JSON, which the test summary reads.
+-- Tagged "timing": the ASan and valgrind suites leave it out, since an
+-- instrumented runtime times its own instrumentation (seen under valgrind in
+-- CI: the leaky compare's 99 % fell to 72 %); the plain unit suite runs it.
 local function say(s) io.stderr:write(tostring(s), "\n") end
 local cookie = require "resty.passport.cookie"
 
@@ -90,8 +93,9 @@ local N, BATCH = 1000, 40
 -- |share - 1/2| < 0.12 (7.5 sd) passes; the self-check must exceed 0.25.
 -- A busy neighbour on the shared VM can bias one run (seen: 38.8 % once in
 -- dozens), so a constant-time verifier gets up to 3 runs to show it; the
--- leaky one is seen in each of its runs (94-98 %), so a real leak of that
--- size would fail all three.
+-- leaky one is seen in each of its runs (94-99 %), so a real leak of that
+-- size would fail all three.  The self-check gets the same 3 runs to see
+-- its leak: a statistic that misses it three times is broken.
 local TOLERANCE, DETECT, ATTEMPTS = 0.12, 0.25, 3
 
 local function constant_time(label, f, wrong, almost)
@@ -108,7 +112,7 @@ local function constant_time(label, f, wrong, almost)
                    .. table.concat(seen, ", ") .. " of pairs")
 end
 
-describe("signature verification time", function()
+describe("signature verification time #timing", function()
     math.randomseed(os.time())
 
     it("does not depend on how many leading bytes are right (cookie.unsign)", function()
@@ -148,10 +152,15 @@ describe("signature verification time", function()
             assert.is_nil(leaky(ALMOST[k]))
         end
         assert.equal(SID, leaky(good))
-        local share, med = compare(leaky, WRONG, ALMOST, N, BATCH)
-        say(("\n[timing] leaky Lua compare: almost-right slower in %.1f %% of %d pairs, "
-               .. "median difference %+.2f %%"):format(share * 100, N, med * 100))
+        local seen, share, med = {}
+        for _ = 1, ATTEMPTS do
+            share, med = compare(leaky, WRONG, ALMOST, N, BATCH)
+            seen[#seen + 1] = ("%.1f %% (median %+.2f %%)"):format(share * 100, med * 100)
+            if math.abs(share - 0.5) > DETECT then break end
+        end
+        say(("\n[timing] leaky Lua compare: almost-right slower in %s of %d pairs"):format(
+            table.concat(seen, ", then "), N))
         assert.is_true(math.abs(share - 0.5) > DETECT,
-                       ("the statistic missed a leak: %.1f %% of pairs"):format(share * 100))
+                       "the statistic missed a leak: " .. table.concat(seen, ", "))
     end)
 end)

@@ -66,6 +66,7 @@ describe("redis store outside nginx", function()
             assert.matches("non%-negative", misuse { db = -1 })
             assert.matches("positive", misuse { read_timeout = 0 })
             assert.matches("needs nginx", misuse { cache_ttl = 200 })
+            assert.matches("cache_coherent.*needs a cache_ttl", misuse { cache_coherent = true })
             assert.matches("table expected", misuse("localhost"))
         end)
 

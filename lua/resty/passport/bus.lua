@@ -181,7 +181,8 @@ local function events_usable(flags)
 end
 
 -- Decides, per connection, between keyspace events and revalidation.
--- Returns the PSUBSCRIBE pattern or nil.
+-- Returns the PSUBSCRIBE pattern or nil, and whether the server said it
+-- sends the events (a coherent cache trusts nothing less).
 local function logout_plan()
     local lo = conf.logout
     if not lo then return nil end
@@ -201,6 +202,7 @@ local function logout_plan()
     end
     if events_usable(flags) then
         if lo.revalidate_set then start_periodic(lo.revalidate_interval) end
+        return pattern, true
     else
         if not lo.warned then
             lo.warned = true
@@ -228,6 +230,9 @@ local function on_push(v, ks_prefix)
         local channel, event = v[3], v[4]
         if type(channel) ~= "string" or sub(channel, 1, #ks_prefix) ~= ks_prefix then return end
         local sid = sub(channel, #ks_prefix + 1)
+        -- any change to the key: a cached copy is stale
+        local store = conf.store
+        if store.cache then store:invalidate(sid) end
         if ENDED[event] then
             session_ended(sid, event == "expired" and "expired" or "ended")
         elseif event == "set" and registry.of_sid(sid)[1] then
@@ -273,7 +278,7 @@ local function subscribe_once()
     end
     if not ok then return false, "connect to " .. store.addr .. ": " .. err end
 
-    local pattern = logout_plan()
+    local pattern, confirmed = logout_plan()
     local cmds = { store.prelude or "", resp.encode("SUBSCRIBE", conf.channel) }
     if pattern then cmds[3] = resp.encode("PSUBSCRIBE", pattern) end
     ok, err = sock:send(cmds)
@@ -297,7 +302,10 @@ local function subscribe_once()
                     why = "subscribe refused: " .. sub(v, 2)
                     break
                 end
-                if want == 0 then subscribed = true end
+                if want == 0 then
+                    subscribed = true
+                    if confirmed and store.set_coherent then store:set_coherent(true) end
+                end
             else
                 on_push(v, ks_prefix)
             end
@@ -317,6 +325,7 @@ local function subscribe_once()
     state.done = true
     kill(thread)
     sock:close()
+    if subscribed and confirmed and store.set_coherent then store:set_coherent(false) end
     return subscribed, why
 end
 
@@ -327,7 +336,13 @@ local function subscriber(premature)
     end
     local backoff = 0.1
     while not exiting() do
-        local was_up, why = subscribe_once()
+        local ok, was_up, why = pcall(subscribe_once)
+        if not ok then
+            -- whatever broke, nothing keeps a coherent cache true now
+            why, was_up = was_up, false
+            local store = conf.store
+            if store.set_coherent then store:set_coherent(false) end
+        end
         if exiting() then break end
         if was_up then backoff = 0.1 end
         host.log("warn", "passport: subscriber disconnected (" .. tostring(why)

@@ -87,6 +87,7 @@ local KNOWN = {
     pool_size = "number", backlog = "number", keepalive_timeout = "number",
     pool = "string", check_expires = "boolean", cache_ttl = "number",
     cache_size = "number", max_value_size = "number",
+    cache_coherent = "boolean",
 }
 
 ---------------------------------------------------------------------------
@@ -404,7 +405,7 @@ function _M.new(opts)
         end
     end
 
-    local self = {}
+    local self = { cache_epoch = 0, invalidations = 0 }
     for k, v in pairs(DEFAULTS) do self[k] = v end
     for k, v in pairs(opts) do self[k] = v end
 
@@ -440,6 +441,9 @@ function _M.new(opts)
         if opts.cache_ttl < 0 then bad("cache_ttl", "negative") end
         if opts.cache_ttl == 0 then self.cache_ttl = nil end
     end
+    if opts.cache_coherent and not self.cache_ttl then
+        bad("cache_coherent", "needs a cache_ttl")
+    end
 
     if _M._in_nginx then
         self.backend = "cosocket"
@@ -472,6 +476,11 @@ function _M.new(opts)
         if self.cache_ttl then
             local lrucache = require "resty.lrucache"
             self.cache = lrucache.new(self.cache_size)
+            if self.cache_coherent then
+                -- off until passport.init_worker's subscriber holds the
+                -- keyspace subscription that keeps it true (set_coherent)
+                self.cache_live = false
+            end
         end
     else
         if opts.cache_ttl and opts.cache_ttl > 0 then
@@ -495,6 +504,24 @@ function _M.new(opts)
     return setmetatable(self, mt)
 end
 
+-- Recent invalidations remembered, so that a GET answered before an
+-- invalidation but read after it is not cached.
+local RECENT = 1024
+
+-- May a record fetched since (epoch, invalidations) be cached?  Not when
+-- the cache started over meanwhile, nor when its key was invalidated after
+-- the fetch began (or too many keys were to be sure).
+local function fresh_enough(self, sid, epoch, invalidations)
+    if self.cache_epoch ~= epoch or self.cache_live == false then
+        return false
+    end
+    local since = self.invalidations - invalidations
+    if since == 0 then return true end
+    if since >= RECENT then return false end
+    local n = self.recent:get(sid)
+    return not (n and n > invalidations)
+end
+
 -- json, or nil when there is no such session, or nil and an error.
 function _M.get(self, sid)
     if type(self) ~= "table" or self._fetch == nil then
@@ -506,10 +533,16 @@ function _M.get(self, sid)
               .. ")", 2)
     end
     local cache = self.cache
+    local epoch, invalidations
     if cache then
-        local json = cache:get(sid)
-        if json then
-            return json
+        if self.cache_live == false then
+            cache = nil -- coherent, and nothing would tell us of a change
+        else
+            local json = cache:get(sid)
+            if json then
+                return json
+            end
+            epoch, invalidations = self.cache_epoch, self.invalidations
         end
     end
 
@@ -532,10 +565,37 @@ function _M.get(self, sid)
             ttl = s.expires - now
         end
     end
-    if cache then
+    if cache and fresh_enough(self, sid, epoch, invalidations) then
         cache:set(sid, json, ttl / 1000)
     end
     return json
+end
+
+-- Drops one cached session in this worker: the subscriber calls it for
+-- every keyspace event on the session's key; an app may call it too.
+function _M.invalidate(self, sid)
+    local cache = self.cache
+    if not cache then return end
+    cache:delete(sid)
+    local n = self.invalidations + 1
+    self.invalidations = n
+    local recent = self.recent
+    if not recent then
+        recent = require("resty.lrucache").new(RECENT)
+        self.recent = recent
+    end
+    recent:set(sid, n)
+end
+
+-- Coherent caches: the subscriber says when its keyspace subscription
+-- starts (true) and ends (false).  Either way the cache starts over, since
+-- events may have been missed in between.
+function _M.set_coherent(self, live)
+    local cache = self.cache
+    if not cache or self.cache_live == nil then return end
+    cache:flush_all()
+    self.cache_epoch = self.cache_epoch + 1
+    self.cache_live = live and true or false
 end
 
 -- One command over a pooled connection (nginx only): the reply as

@@ -2,7 +2,9 @@
 -- five stacks, in one run, with the same sessions, Redis and load generator.
 --
 --   (1) guard      nginx + auth:access() -> the trivial nginx WebSocket upstream
+--   (1c) guard-cache   the same with the coherent session cache (cache_coherent)
 --   (2) terminate  nginx + passport.websocket (the gateway holds the socket)
+--   (2c) terminate-cache   the same with the coherent session cache
 --   (3) floor      the same nginx and upstream as (1), no auth
 --   (3b) ws-floor  the trivial upstream alone: one nginx serving the
 --                  WebSocket itself without auth, the floor of (2)
@@ -42,7 +44,7 @@ local SECONDS = env("E2E_SECONDS", QUICK and 2 or 5)
 local ROUNDS = env("E2E_ROUNDS", QUICK and 1 or 3)
 local CONC = env("E2E_CONC", 50)
 local HOLD = env("E2E_HOLD", USERS)
-local ROWS = env("E2E_ROWS", "guard,terminate,floor,ws-floor,psio,recipe,guard-sio")
+local ROWS = env("E2E_ROWS", "guard,guard-cache,terminate,terminate-cache,floor,ws-floor,psio,recipe,guard-sio")
 local SRV_CPU, GEN_CPU = tostring(env("E2E_CORES", "0:1")):match("^(%d+):(%d+)$")
 local LOADGEN = env("LOADGEN", "build/bench/loadgen")
 local JSON_OUT = env("E2E_JSON", "build/bench/e2e.json")
@@ -278,6 +280,8 @@ end
 
 local ROW_INFO = {
     guard = "(1) nginx guard: auth:access() -> nginx ws upstream",
+    ["guard-cache"] = "(1c) the same, coherent session cache",
+    ["terminate-cache"] = "(2c) the same, coherent session cache",
     terminate = "(2) nginx terminate: passport.websocket",
     floor = "(3) nginx, no auth -> nginx ws upstream (floor)",
     ["ws-floor"] = "(3b) the nginx ws upstream alone, no auth, no proxy",
@@ -285,7 +289,8 @@ local ROW_INFO = {
     recipe = "(5) socket.io 4 + Passport recipe (io.engine.use)",
     ["guard-sio"] = "(1b) nginx guard -> socket.io 4, no auth in Node",
 }
-local ORDER = { "guard", "terminate", "floor", "ws-floor", "psio", "recipe", "guard-sio" }
+local ORDER = { "guard", "guard-cache", "terminate", "terminate-cache", "floor", "ws-floor", "psio",
+                "recipe", "guard-sio" }
 
 local function wanted(key)
     for k in tostring(ROWS):gmatch("[^,%s]+") do
@@ -301,7 +306,7 @@ end
 local function main()
     assert(SRV_CPU, "E2E_CORES must look like 0:1")
     local results = { rows = {}, meta = {} }
-    local redis = redis_server.start {}
+    local redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } } -- the coherent cache rows
     running[#running + 1] = { name = "redis", kind = "redis", pid = redis.pid, obj = redis }
     pin(redis.pid)
     local redis_pids = { redis.pid }
@@ -335,6 +340,10 @@ local function main()
 %s
         store = passport.redis { port = %d, pool_size = 64 }
         auth = passport.authorize { secret = %q, store = store, deserialize_user = deserialize_user }
+        -- the coherent cache: kept true by init_worker's keyspace subscription
+        store_c = passport.redis { port = %d, pool_size = 64, cache_ttl = 600000,
+                                   cache_size = %d, cache_coherent = true }
+        auth_c = passport.authorize { secret = %q, store = store_c, deserialize_user = deserialize_user }
     }
     %s
     upstream up { server 127.0.0.1:%d; }
@@ -343,18 +352,19 @@ local function main()
     proxy_set_header Connection "upgrade";
     proxy_read_timeout 3600s;
     proxy_send_timeout 3600s;
-]]):format(user_table_lua(USERS), redis.port, SECRET,
+]]):format(user_table_lua(USERS), redis.port, SECRET, redis.port, USERS, SECRET,
            has_ws and ([[init_worker_by_lua_block {
-        require("resty.passport").init_worker { store = store, channel = "passport:emit",
+        require("resty.passport").init_worker { store = store_c, channel = "passport:emit",
             filters = { admins = function(user) return user.role == "admin" end } }
     }]]) or "", up_port or 9), [[
         location /ws { access_by_lua_block { auth:access() } proxy_pass http://up; }
+        location /wsc { access_by_lua_block { auth_c:access() } proxy_pass http://up; }
         location /open { proxy_pass http://up; }
         location /socket.io/ { access_by_lua_block { auth:access() } proxy_pass http://up; }
         location /term {
             content_by_lua_block {
                 local passport = require "resty.passport"
-                local socket = passport.websocket(auth)
+                local socket = passport.websocket(ngx.var.arg_c and auth_c or auth)
                 if not socket then return end
                 socket:send("hello " .. socket.user.username)
                 while true do
@@ -387,13 +397,15 @@ local function main()
     -- proxied connections need 2 workers (both on the servers' core).
     local function build(key, hold)
         local row
-        if key == "guard" or key == "floor" then
+        if key == "guard" or key == "guard-cache" or key == "floor" then
             local up = upstream_ws()
             local gw = gateway(hold and 2 or 1, up.port)
-            row = { servers = { gw, up }, port = gw.port, path = key == "guard" and "/ws" or "/open" }
-        elseif key == "terminate" then
+            local path = ({ guard = "/ws", ["guard-cache"] = "/wsc", floor = "/open" })[key]
+            row = { servers = { gw, up }, port = gw.port, path = path }
+        elseif key == "terminate" or key == "terminate-cache" then
             local gw = gateway(1)
-            row = { servers = { gw }, port = gw.port, path = "/term", emit = "/emit", emit_expected = true }
+            row = { servers = { gw }, port = gw.port, path = key == "terminate" and "/term" or "/term?c=1",
+                    emit = "/emit", emit_expected = true }
         elseif key == "ws-floor" then
             local up = upstream_ws()
             row = { servers = { up }, port = up.port, path = "/ws" }
@@ -487,7 +499,7 @@ local function main()
         socket.sleep(2)
         local hold = { up = up, rss0_kb = rss0, rss_kb = rss_kb(pids) }
         if row.emit then
-            if row.key ~= "terminate" then
+            if not row.key:match("^terminate") then
                 hold.filter_native = sh(("curl -s http://127.0.0.1:%d/filter-native"):format(row.port))
             end
             sh("kill -USR1 " .. pid)
@@ -640,7 +652,7 @@ local function report(results)
         local row = results.rows[key]
         local s = row and row.summary
         if s and s.emit_n then
-            print(("  emit %-9s delivered %d/%d%s"):format(key, s.emit_n, s.emit_expected,
+            print(("  emit %-15s delivered %d/%d%s"):format(key, s.emit_n, s.emit_expected,
                   s.filter_native and ("; passport.socketio's filterSocketsByUser found " .. s.filter_native
                                        .. " sockets (socket.io 4 has no sockets.connected)") or ""))
         end
@@ -650,28 +662,29 @@ local function report(results)
     local function S(key) return results.rows[key] and results.rows[key].summary end
     print("")
     print("  targets (issue 6):")
-    for _, key in ipairs { "guard", "terminate" } do
+    for _, key in ipairs { "guard", "guard-cache", "terminate", "terminate-cache" } do
         local s = S(key)
         if s and base then
-            t[#t + 1] = ("  %-9s CPU/handshake %.1fx lower than (4) (>= 10: %s); conn/s %.1fx (>= 10: %s)")
+            t[#t + 1] = ("  %-15s CPU/handshake %.1fx lower than (4) (>= 10: %s); conn/s %.1fx (>= 10: %s)")
                 :format(key, base.cpu_us / s.cpu_us, base.cpu_us / s.cpu_us >= 10 and "met" or "NOT met",
                         s.conn / base.conn, s.conn / base.conn >= 10 and "met" or "not met")
-            local floor = key == "terminate" and S("ws-floor") or S("floor")
+            local term = key:match("^terminate")
+            local floor = term and S("ws-floor") or S("floor")
             if floor then
-                t[#t + 1] = ("  %-9s cost vs the no-auth floor %s: CPU/handshake %.2fx, conn/s %.2fx (<= 1.25: %s)")
-                    :format(key, key == "terminate" and S("ws-floor") and "(3b)" or "(3)",
+                t[#t + 1] = ("  %-15s cost vs the no-auth floor %s: CPU/handshake %.2fx, conn/s %.2fx (<= 1.25: %s)")
+                    :format(key, term and S("ws-floor") and "(3b)" or "(3)",
                             s.cpu_us / floor.cpu_us, floor.conn / s.conn,
                             (s.cpu_us / floor.cpu_us <= 1.25 and floor.conn / s.conn <= 1.25) and "met" or "NOT met")
             end
-            t[#t + 1] = ("  %-9s p99 %.2f ms at %d concurrent (< 5 ms: %s)")
+            t[#t + 1] = ("  %-15s p99 %.2f ms at %d concurrent (< 5 ms: %s)")
                 :format(key, s.p99, CONC, s.p99 < 5 and "met" or "NOT met")
             if s.rss_conn and base.rss_conn then
-                t[#t + 1] = ("  %-9s RSS per idle authorized connection %.1f KB = %.2f of (4)'s %.1f KB (<= 0.5: %s)")
+                t[#t + 1] = ("  %-15s RSS per idle authorized connection %.1f KB = %.2f of (4)'s %.1f KB (<= 0.5: %s)")
                     :format(key, s.rss_conn, s.rss_conn / base.rss_conn, base.rss_conn,
                             s.rss_conn / base.rss_conn <= 0.5 and "met" or "NOT met")
             end
         elseif results.rows[key] then
-            t[#t + 1] = ("  %-9s pending"):format(key)
+            t[#t + 1] = ("  %-15s pending"):format(key)
         end
     end
     print(table.concat(t, "\n"))

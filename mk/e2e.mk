@@ -1,5 +1,5 @@
 # mk/e2e.mk: the end-to-end WebSocket benchmark (issue 6).
-#   make bench-e2e              the full run (~6 min): every stack side by side,
+#   make bench-e2e              the full run (~9 min): every stack side by side,
 #                               10,000 users, 3 rounds, 10,000 held connections
 #   make bench-e2e QUICK=1      a small run (~1 min: 2,000 users, 1 round)
 # Knobs (environment): E2E_USERS, E2E_SECONDS, E2E_ROUNDS, E2E_CONC,

@@ -212,24 +212,11 @@ local function stop_servers(list)
 end
 
 local function stop_all()
+    local rest = {}
     for _, srv in ipairs(running) do
-        if srv.kind == "redis" then
-            srv.obj:stop()
-        elseif srv.kind == "nginx" then
-            sh("kill -QUIT " .. srv.pid)
-        else
-            sh("kill " .. srv.pid)
-        end
+        if srv.kind == "redis" then srv.obj:stop() else rest[#rest + 1] = srv end
     end
-    socket.sleep(0.5)
-    for _, srv in ipairs(running) do
-        if proc.alive(srv.pid) then
-            for _, p in ipairs(children(srv.pid)) do sh("kill -KILL " .. p) end
-            sh("kill -KILL " .. srv.pid)
-        end
-        if srv.prefix then sh("rm -rf " .. srv.prefix) end
-        if srv.log then os.remove(srv.log) end
-    end
+    stop_servers(rest)
     running = {}
 end
 

@@ -352,15 +352,6 @@ describe("guard mode under abusive clients", function()
         -- load, once), both after a GC and malloc_trim; fds against the
         -- cold baseline
         fault.trim(nginx, lport)
-        local cmp = { pids = rss_base.pids, ports = base.ports, by = {} }
-        for _, pid in ipairs(rss_base.pids) do
-            local b = {}
-            for k, v in pairs(base.by[pid]) do b[k] = v end
-            b.rss = rss_base.by[pid].rss
-            cmp.by[pid] = b
-            say(("worker %d RSS: cold %d kB, after warm-up %d kB"):format(
-                pid, base.by[pid].rss, b.rss))
-        end
-        check("RSS vs after warm-up", { base = cmp, rss = true })
+        check("RSS vs after warm-up", { base = fault.warm_baseline(base, rss_base), rss = true })
     end)
 end)

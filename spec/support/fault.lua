@@ -154,6 +154,22 @@ function M.trim(nginx, port)
     error("could not reach every worker's /_trim")
 end
 
+-- The baseline for the RSS check after a load: the cold snapshot's fds and
+-- ports, with each worker's RSS taken from the settled (warmed-up) snapshot
+-- of M.settle.  Reports both RSS figures per worker on stderr.
+function M.warm_baseline(base, rss_base)
+    local cmp = { pids = rss_base.pids, ports = base.ports, by = {} }
+    for _, pid in ipairs(rss_base.pids) do
+        local b = {}
+        for k, v in pairs(base.by[pid]) do b[k] = v end
+        b.rss = rss_base.by[pid].rss
+        cmp.by[pid] = b
+        io.stderr:write(("worker %d RSS: cold %d kB, after warm-up %d kB\n"):format(
+            pid, base.by[pid].rss, b.rss))
+    end
+    return cmp
+end
+
 -- The first line of text that holds needle (plain), or nil.  (A pattern
 -- like "[^\n]*needle" is quadratic on a log of a hundred thousand lines.)
 local function line_with(text, needle)

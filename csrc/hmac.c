@@ -1,6 +1,6 @@
 /*
- * HMAC with precomputed key states, and the express-session and keygrip
- * verifiers built on it.
+ * HMAC with precomputed key states (the verifiers built on it are in
+ * verify.c), and the constant-time compare they use.
  *
  * The key state (SHA context after the ipad and opad blocks) is computed once
  * per secret and copied per call, so the hot path never re-derives a key and
@@ -24,6 +24,7 @@ typedef struct key_state {
 _Static_assert(sizeof(key_state) <= sizeof(rp_key), "rp_key too small");
 _Static_assert(sizeof(SHA256_CTX) <= sizeof(rp_hmac_run), "run too small");
 _Static_assert(sizeof(SHA_CTX) <= sizeof(rp_hmac_run), "run too small");
+_Static_assert(SHA256_DIGEST_LENGTH == RP_MD_MAX, "RP_MD_MAX");
 
 #define BLOCK 64
 
@@ -67,7 +68,9 @@ int rp_key_init(rp_key *key, int alg, const unsigned char *secret,
     return RP_OK;
 }
 
-size_t rp_key_digest_len(const rp_key *key)
+int rp_key_alg(const rp_key *key) { return ks(key)->alg; }
+
+static size_t digest_len(const rp_key *key)
 {
     return ks(key)->alg == RP_ALG_SHA256 ? SHA256_DIGEST_LENGTH
                                          : SHA_DIGEST_LENGTH;
@@ -135,7 +138,7 @@ int rp_hmac_b64(const rp_key *key, const unsigned char *msg, size_t msg_len,
 
     if (key == NULL || (ks(key)->alg != RP_ALG_SHA256 && ks(key)->alg != RP_ALG_SHA1))
         return RP_EARG;
-    if (cap < b64_len(rp_key_digest_len(key))) return RP_ETOOBIG;
+    if (cap < b64_len(digest_len(key))) return RP_ETOOBIG;
     rp_hmac_begin(&run, key);
     rp_hmac_feed(&run, key, msg, msg_len);
     size_t n = rp_hmac_end(&run, key, md);
@@ -149,105 +152,3 @@ int rp_ct_equal(const unsigned char *a, const unsigned char *b, size_t len)
     /* Map 0 to 1 and anything else to 0 without a data-dependent branch. */
     return (int)(1 & (((unsigned)d - 1) >> 8));
 }
-
-/* 43 characters: unpadded base64 of a 32-byte digest. */
-#define EXPRESS_SIG_LEN 43
-
-int rp_unsign(const unsigned char *val, size_t val_len, const rp_key *keys,
-              int nkeys, size_t *sid_len)
-{
-    const unsigned char *dot = NULL;
-
-    if (keys == NULL || nkeys <= 0 || sid_len == NULL) return RP_EARG;
-    for (size_t i = val_len; i > 0; i--) {
-        if (val[i - 1] == '.') { dot = val + i - 1; break; }
-    }
-    if (dot == NULL) return RP_EBADSIG;
-
-    size_t n = (size_t)(dot - val);
-    const unsigned char *sig = dot + 1;
-    if (val_len - n - 1 != EXPRESS_SIG_LEN) return RP_EBADSIG;
-
-    for (int k = 0; k < nkeys; k++) {
-        unsigned char md[SHA256_DIGEST_LENGTH];
-        char expect[EXPRESS_SIG_LEN + 1];
-        rp_hmac_run run;
-
-        if (ks(&keys[k])->alg != RP_ALG_SHA256) return RP_EARG;
-        rp_hmac_begin(&run, &keys[k]);
-        rp_hmac_feed(&run, &keys[k], val, n);
-        rp_hmac_end(&run, &keys[k], md);
-        rp_b64_encode(md, sizeof(md), 0, expect);
-        if (rp_ct_equal((const unsigned char *)expect, sig, EXPRESS_SIG_LEN)) {
-            *sid_len = n;
-            return k;
-        }
-    }
-    return RP_EBADSIG;
-}
-
-int rp_express_sid(const char *hdr, size_t hdr_len, const char *name,
-                   size_t name_len, const rp_key *keys, int nkeys,
-                   unsigned char *out, size_t cap, size_t *sid_len)
-{
-    size_t len = 0;
-    int rc = rp_cookie_get(hdr, hdr_len, name, name_len, out, cap, &len);
-
-    if (rc < 0) return rc;
-    if (len == 0) return RP_EEMPTY;
-    if (len < 2 || out[0] != 's' || out[1] != ':') return RP_ENOTSIGNED;
-    rc = rp_unsign(out + 2, len - 2, keys, nkeys, sid_len);
-    if (rc >= 0) memmove(out, out + 2, *sid_len);
-    return rc;
-}
-
-/* 27 characters: unpadded base64 of a 20-byte digest. */
-#define KEYGRIP_SIG_LEN 27
-
-int rp_keygrip_session(const char *hdr, size_t hdr_len, const char *name,
-                       size_t name_len, const rp_key *keys, int nkeys,
-                       unsigned char *out, size_t cap, size_t *out_len)
-{
-    char signame[256];
-    const char *val, *sig;
-    size_t val_len, sig_len;
-    int rc, found = RP_EBADSIG;
-
-    if (keys == NULL || nkeys <= 0 || out_len == NULL) return RP_EARG;
-    if (name_len + 4 > sizeof(signame)) return RP_EARG;
-
-    rc = rp_cookies_get(hdr, hdr_len, name, name_len, &val, &val_len);
-    if (rc < 0) return rc;
-    if (val_len == 0) return RP_EEMPTY;
-
-    memcpy(signame, name, name_len);
-    memcpy(signame + name_len, ".sig", 4);
-    rc = rp_cookies_get(hdr, hdr_len, signame, name_len + 4, &sig, &sig_len);
-    if (rc < 0 || sig_len == 0) return RP_ENOSIG;
-    if (sig_len != KEYGRIP_SIG_LEN) return RP_EBADSIG;
-
-    for (int k = 0; k < nkeys && found < 0; k++) {
-        unsigned char md[SHA256_DIGEST_LENGTH];
-        char expect[SHA256_DIGEST_LENGTH * 2];
-        rp_hmac_run run;
-
-        if (ks(&keys[k])->alg != RP_ALG_SHA1) return RP_EARG;
-        rp_hmac_begin(&run, &keys[k]);
-        rp_hmac_feed(&run, &keys[k], name, name_len);
-        rp_hmac_feed(&run, &keys[k], "=", 1);
-        rp_hmac_feed_latin1(&run, &keys[k], (const unsigned char *)val, val_len);
-        size_t n = rp_hmac_end(&run, &keys[k], md);
-        rp_b64_encode(md, n, 1, expect);
-        if (rp_ct_equal((const unsigned char *)expect,
-                        (const unsigned char *)sig, KEYGRIP_SIG_LEN))
-            found = k;
-    }
-    if (found < 0) return found;
-
-    rc = rp_base64_decode(val, val_len, out, cap);
-    if (rc < 0) return rc;
-    *out_len = (size_t)rc;
-    return found;
-}
-
-const char *rp_version(void) { return RP_VERSION; }

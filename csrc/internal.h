@@ -17,8 +17,9 @@ RP_HIDDEN int rp_ct_equal(const unsigned char *a, const unsigned char *b,
 RP_HIDDEN size_t rp_b64_encode(const unsigned char *in, size_t len, int url,
                                char *out);
 
-/* Digest length of a key's algorithm (32 or 20). */
-RP_HIDDEN size_t rp_key_digest_len(const rp_key *key);
+/* A key's algorithm (RP_ALG_*), and the longest digest of any (SHA-256). */
+RP_HIDDEN int rp_key_alg(const rp_key *key);
+#define RP_MD_MAX 32
 
 /* Streaming HMAC on top of a precomputed key: init, feed, finish. */
 typedef struct rp_hmac_run {
@@ -27,6 +28,7 @@ typedef struct rp_hmac_run {
 RP_HIDDEN void rp_hmac_begin(rp_hmac_run *run, const rp_key *key);
 RP_HIDDEN void rp_hmac_feed(rp_hmac_run *run, const rp_key *key,
                             const void *data, size_t len);
+/* Writes the digest (md holds RP_MD_MAX bytes); returns its length. */
 RP_HIDDEN size_t rp_hmac_end(rp_hmac_run *run, const rp_key *key,
                              unsigned char *md);
 

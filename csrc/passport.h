@@ -1,7 +1,7 @@
 /*
  * lua-resty-passport C core: the FFI contract.
  *
- * lua/resty/passport/core.lua mirrors the declarations below; keep the two
+ * lua/resty/passport/ffi.lua mirrors the declarations below; keep the two
  * in step (spec/unit/cdefs_spec.lua checks that every function is there).
  *
  * Rules for every function here: no I/O, no allocation, no global state.
@@ -153,6 +153,26 @@ RP_API int rp_parse_date(const char *s, size_t len, double *ms);
 
 RP_API const char *rp_version(void);
 
+/* ---- UTF-8 (RFC 3629: shortest forms only, no surrogates, at most
+ * U+10FFFF) -------------------------------------------------------------- */
+
+/* Incremental validation.  *state starts at 0 and carries a sequence split
+ * between calls.  Returns RP_OK when the bytes so far end on a character
+ * boundary, RP_UTF8_INCOMPLETE when they end inside a sequence that may
+ * still be completed, RP_EUTF8 otherwise (and the state stays invalid).  A
+ * message is valid when its last piece returns RP_OK. */
+enum { RP_UTF8_INCOMPLETE = 1 };
+RP_API int rp_utf8_validate(const unsigned char *s, size_t len,
+                            uint32_t *state);
+
+/* The first maximal subpart of s that is not UTF-8 (Unicode 3.9: a sequence
+ * cut short, or one byte that starts none), which a WHATWG decoder such as
+ * Node's turns into one U+FFFD.  Returns RP_OK when s is valid; else
+ * RP_EUTF8 with *bad_off and *bad_len (1 to 3) set.  Replacing that subpart
+ * and scanning again after it repairs a string. */
+RP_API int rp_utf8_scan(const unsigned char *s, size_t len, size_t *bad_off,
+                        size_t *bad_len);
+
 /* ---- WebSocket frames (RFC 6455) ---------------------------------------- */
 
 enum {
@@ -197,16 +217,6 @@ RP_API void rp_ws_unmask(unsigned char *data, size_t len,
  * fragmented or over 125 bytes, or len >= 2^63. */
 RP_API int rp_ws_header(unsigned char *out, int fin, int opcode, uint64_t len,
                         const unsigned char *mask);
-
-/* Incremental UTF-8 validation (RFC 3629: shortest forms only, no
- * surrogates, at most U+10FFFF).  *state starts at 0 and carries a sequence
- * split between calls.  Returns RP_OK when the bytes so far end on a
- * character boundary, RP_UTF8_INCOMPLETE when they end inside a sequence
- * that may still be completed, RP_EUTF8 otherwise (and the state stays
- * invalid).  A message is valid when its last piece returns RP_OK. */
-enum { RP_UTF8_INCOMPLETE = 1 };
-RP_API int rp_utf8_validate(const unsigned char *s, size_t len,
-                            uint32_t *state);
 
 /* 1 when code may travel in a close frame (RFC 6455 7.4 plus 1012-1014 from
  * the IANA registry, as npm `ws` accepts: 1000-1003,

@@ -190,24 +190,6 @@ static void reset_user(rp_session *o)
     o->user_off = o->user_len = 0;
 }
 
-/* Well-formed UTF-8 (what a WHATWG decoder leaves as it is). */
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        unsigned need = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2
-                        : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
-        unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-        unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-        if (need == 0 || n - i <= need) return 0;
-        for (unsigned k = 1; k <= need; k++, lo = 0x80, hi = 0xBF)
-            if (s[i + k] < lo || s[i + k] > hi) return 0;
-        i += need + 1;
-    }
-    return 1;
-}
-
 /* Records a member whose key matters in this scope. */
 static void member(parser *p, enum scope scope, enum key key, const value *v)
 {
@@ -253,7 +235,8 @@ static void member(parser *p, enum scope scope, enum key key, const value *v)
                     (v->escaped ? RP_SF_USER_ESCAPED : 0);
         /* node-redis decodes a record as UTF-8 first: Lua repairs the user
          * only when this says it must, without a pass of its own. */
-        if (!utf8_ok(p->s + v->start, v->end - v->start))
+        uint32_t st = 0;
+        if (rp_utf8_validate(p->s + v->start, v->end - v->start, &st) != RP_OK)
             o->flags |= RP_SF_USER_BADUTF8;
         o->user_type = v->type;
         o->user_off = (uint32_t)v->start;

@@ -1,6 +1,6 @@
 /*
  * RFC 6455 frames: the handshake's accept key, header parsing and writing,
- * unmasking, incremental UTF-8 validation and close payloads.  The socket
+ * unmasking and close payloads (text is checked by utf8.c).  The socket
  * loop lives in Lua; everything here is pure, so it can be fuzzed alone.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED 1
@@ -142,60 +142,6 @@ int rp_ws_header(unsigned char *out, int fin, int opcode, uint64_t len,
         n += 4;
     }
     return (int)n;
-}
-
-/*
- * UTF-8 state: 0 on a character boundary; otherwise the continuation bytes
- * still needed (bits 0-1) and the range allowed for the next one (lo in bits
- * 8-15, hi in bits 16-23).  Only the first continuation byte has a range
- * narrower than 80..BF: that is where overlongs (E0, F0), surrogates (ED)
- * and code points past U+10FFFF (F4) are excluded (RFC 3629 section 4).
- */
-#define U8_BAD 0xFFFFFFFFu
-#define U8_STATE(need, lo, hi) ((uint32_t)(need) | (uint32_t)(lo) << 8 | (uint32_t)(hi) << 16)
-
-int rp_utf8_validate(const unsigned char *s, size_t len, uint32_t *state)
-{
-    uint32_t st;
-    size_t i = 0;
-
-    if (state == NULL || (s == NULL && len > 0)) return RP_EARG;
-    st = *state;
-    if (st == U8_BAD) return RP_EUTF8;
-
-    while (i < len) {
-        if (st == 0) {
-            /* ASCII runs are the common case: 8 bytes per step. */
-            while (i + 8 <= len) {
-                uint64_t w;
-                memcpy(&w, s + i, 8);
-                if (w & 0x8080808080808080ull) break;
-                i += 8;
-            }
-            if (i == len) break;
-            unsigned c = s[i++];
-            if (c < 0x80) continue;
-            if (c >= 0xC2 && c <= 0xDF) st = U8_STATE(1, 0x80, 0xBF);
-            else if (c == 0xE0) st = U8_STATE(2, 0xA0, 0xBF);
-            else if (c == 0xED) st = U8_STATE(2, 0x80, 0x9F);
-            else if (c >= 0xE1 && c <= 0xEF) st = U8_STATE(2, 0x80, 0xBF);
-            else if (c == 0xF0) st = U8_STATE(3, 0x90, 0xBF);
-            else if (c >= 0xF1 && c <= 0xF3) st = U8_STATE(3, 0x80, 0xBF);
-            else if (c == 0xF4) st = U8_STATE(3, 0x80, 0x8F);
-            else goto bad; /* 80..C1 (stray or overlong lead), F5..FF */
-        } else {
-            unsigned c = s[i++];
-            unsigned lo = (st >> 8) & 0xFF, hi = (st >> 16) & 0xFF;
-            if (c < lo || c > hi) goto bad;
-            uint32_t need = (st & 3u) - 1;
-            st = need ? U8_STATE(need, 0x80, 0xBF) : 0;
-        }
-    }
-    *state = st;
-    return st ? RP_UTF8_INCOMPLETE : RP_OK;
-bad:
-    *state = U8_BAD;
-    return RP_EUTF8;
 }
 
 int rp_ws_close_code_ok(int code)

@@ -207,4 +207,21 @@ local dates = {
     space_t = "2026-11-24 09:12:44.318Z", big_number = "Nov 24 999999999",
 }
 for k, s in pairs(dates) do write("parse_date", k, s) end
+-- utf8_scan: one seed per kind of maximal subpart (Unicode 3.9), and text
+-- around them long enough for the 8-byte ASCII steps
+local utf8s = {
+    ascii = "plain ASCII text, long enough for several 8-byte steps",
+    valid = "caf\195\169 \226\130\172 \240\159\141\170 \244\143\191\191 \238\128\128",
+    stray = "a\128b\191c",
+    never_lead = "\192\175 \193\191 \245\128\128\128 \255",
+    surrogate = "x\237\160\128y",
+    overlong = "\224\128\175 \240\128\128\175",
+    past_max = "\244\144\128\128",
+    cut_by_ascii = "\225\128a \240\159\141b",
+    cut_by_end = "ok\240\159\141",
+    cut_by_lead = "\226\130\226\130\172",
+    late_error = ("abcdefgh"):rep(8) .. "\255" .. ("abcdefgh"):rep(2),
+    kosme = "\206\186\225\189\185\207\131\206\188\206\181",
+}
+for k, s in pairs(utf8s) do write("utf8_scan", k, s) end
 print("seed corpora written under fuzz/corpus/")

@@ -1,6 +1,6 @@
--- Every function csrc/passport.h exports is declared in core.lua's cdefs and
+-- Every function csrc/passport.h exports is declared in ffi.lua's cdefs and
 -- resolves in the built library: the two copies of the contract agree.
-local core = require "resty.passport.core"
+local core = require "resty.passport.ffi"
 
 describe("the FFI contract", function()
     it("declares and resolves every RP_API function of passport.h", function()

@@ -63,6 +63,18 @@ describe("session.decode", function()
         assert.is_nil(session.decode("{\"a\":\"\1\"}"))
     end)
 
+    it("repairs invalid UTF-8 in the user as node-redis does (one U+FFFD per maximal subpart)", function()
+        local R = "\239\191\189"
+        local function user(raw)
+            return assert(session.decode('{"passport":{"user":' .. raw .. '}}')).user
+        end
+        assert.equal("a" .. R .. R .. R .. "b", user('"a\237\160\128b"')) -- a surrogate
+        assert.equal(R .. "x" .. R, user('"\240\159\141x\255"'))           -- cut short, stray
+        assert.equal("\240\159\141\170", user('"\240\159\141\170"'))      -- valid: as is
+        assert.same({ name = "b" .. R }, user('{"name":"b\192"}'))
+        assert.equal("e" .. R .. "\n", user('"e\128\\n"'))                  -- and escapes
+    end)
+
     it("reads an 8 KB record", function()
         local big = record(',"passport":{"user":"u1"},"data":"' .. string.rep("x", 8192) .. '"')
         assert.equal("u1", assert(session.decode(big)).user)

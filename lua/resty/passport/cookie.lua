@@ -1,10 +1,10 @@
 -- Cookie headers and signed cookie values, as express-session and
 -- cookie-session read them (C core through FFI).
 local ffi = require "ffi"
-local core = require "resty.passport.core"
+local lib = require "resty.passport.ffi"
 
-local C = core.C
-local reasons = core.reasons
+local C = lib.C
+local reasons = lib.reasons
 local ffi_cast = ffi.cast
 local ffi_new = ffi.new
 local ffi_string = ffi.string
@@ -26,10 +26,10 @@ local len_out = ffi_new("size_t[1]")
 local ptr_out = ffi_new("const char *[1]")
 local sig_buf = ffi_new("char[64]")
 
-local get_buf = core.get_buf
+local get_buf = lib.get_buf
+local E_NOTSIGNED = lib.E.NOTSIGNED
 
-local keyring_mt = { __name = "resty.passport.keyring" }
-_M.keyring_mt = keyring_mt
+local keyring_mt = {} -- what is_keyring recognises
 
 local function is_keyring(v)
     return type(v) == "table" and getmetatable(v) == keyring_mt
@@ -82,8 +82,15 @@ local function ring_of(secrets, alg, level)
     return ring
 end
 
--- Several Cookie header lines count as one, joined the way Node joins them.
-local function header_of(header, fname, max_size)
+-- The steps every header reader starts with: the cookie name checked, and
+-- the header joined (several Cookie lines count as one, joined the way Node
+-- joins them) and bounded.  fname names the public function in argument
+-- errors, raised at its caller.  Returns the header, or nil and a reason.
+local function read_header(fname, header, name, max_size)
+    if type(name) ~= "string" or name == "" then
+        error("bad argument #2 to '" .. fname .. "' (non-empty string "
+              .. "expected)", 3)
+    end
     if type(header) == "table" then
         header = concat(header, "; ")
     elseif header == nil then
@@ -98,28 +105,29 @@ local function header_of(header, fname, max_size)
     return header
 end
 
-local function check_name(name, fname)
-    if type(name) ~= "string" or name == "" then
-        error("bad argument #2 to '" .. fname .. "' (non-empty string "
-              .. "expected)", 3)
+-- What a C reader's rc means: the len_out bytes at out and, when verified,
+-- the 1-based index of the secret that verified them; or nil and a reason.
+local function outcome(rc, out, verified)
+    if rc < 0 then
+        return nil, reasons[rc]
     end
+    if verified then
+        return ffi_string(out, len_out[0]), rc + 1
+    end
+    return ffi_string(out, len_out[0])
 end
 
 -- The value of cookie `name` (URL-decoded), or nil and a reason.
 function _M.get(header, name, max_size)
-    check_name(name, "get")
     local err
-    header, err = header_of(header, "get", max_size)
+    header, err = read_header("get", header, name, max_size)
     if not header then
         return nil, err
     end
     local cap = 2 * #header
     local out = get_buf(cap)
     local rc = C.rp_cookie_get(header, #header, name, #name, out, cap, len_out)
-    if rc ~= 0 then
-        return nil, reasons[rc]
-    end
-    return ffi_string(out, len_out[0])
+    return outcome(rc, out)
 end
 
 -- The session id inside an express-session cookie value ("s:<sid>.<sig>"),
@@ -131,14 +139,11 @@ function _M.unsign(value, secrets)
     end
     local ring = ring_of(secrets, SHA256, 2)
     if sub(value, 1, 2) ~= "s:" then
-        return nil, reasons[C.RP_ENOTSIGNED]
+        return nil, reasons[E_NOTSIGNED]
     end
     local p = ffi_cast("const unsigned char *", value) + 2
     local rc = C.rp_unsign(p, #value - 2, ring.keys, ring.n, len_out)
-    if rc < 0 then
-        return nil, reasons[rc]
-    end
-    return ffi_string(p, len_out[0]), rc + 1
+    return outcome(rc, p, true)
 end
 
 -- base64 HMAC of data under the first key; fname names the public caller
@@ -163,7 +168,7 @@ end
 -- from keyring(); returns sid, secret index or nil, reason.
 function _M.express_sid(header, name, ring, max_size)
     local err
-    header, err = header_of(header, "express_sid", max_size)
+    header, err = read_header("express_sid", header, name, max_size)
     if not header then
         return nil, err
     end
@@ -171,19 +176,16 @@ function _M.express_sid(header, name, ring, max_size)
     local out = get_buf(cap)
     local rc = C.rp_express_sid(header, #header, name, #name, ring.keys,
                                 ring.n, out, cap, len_out)
-    if rc < 0 then
-        return nil, reasons[rc]
-    end
-    return ffi_string(out, len_out[0]), rc + 1
+    return outcome(rc, out, true)
 end
 
 -- cookie-session: the session JSON carried by cookie `name`, verified by
 -- `name.sig` against keys (keygrip, HMAC-SHA1); or nil and a reason.
 function _M.session_cookie(header, name, keys, max_size)
-    check_name(name, "session_cookie")
+    -- The keys first: a bad key list is misuse even without a header.
     local ring = ring_of(keys, SHA1, 2)
     local err
-    header, err = header_of(header, "session_cookie", max_size)
+    header, err = read_header("session_cookie", header, name, max_size)
     if not header then
         return nil, err
     end
@@ -191,25 +193,18 @@ function _M.session_cookie(header, name, keys, max_size)
     local out = get_buf(cap)
     local rc = C.rp_keygrip_session(header, #header, name, #name, ring.keys,
                                     ring.n, out, cap, len_out)
-    if rc < 0 then
-        return nil, reasons[rc]
-    end
-    return ffi_string(out, len_out[0]), rc + 1
+    return outcome(rc, out, true)
 end
 
 -- The `cookies` package's raw lookup (no decoding), as cookie-session sees it.
 function _M.raw_get(header, name, max_size)
-    check_name(name, "raw_get")
     local err
-    header, err = header_of(header, "raw_get", max_size)
+    header, err = read_header("raw_get", header, name, max_size)
     if not header then
         return nil, err
     end
     local rc = C.rp_cookies_get(header, #header, name, #name, ptr_out, len_out)
-    if rc ~= 0 then
-        return nil, reasons[rc]
-    end
-    return ffi_string(ptr_out[0], len_out[0])
+    return outcome(rc, ptr_out[0])
 end
 
 -- keygrip's sign(data) with the first key: URL-safe base64 HMAC-SHA1.

@@ -3,14 +3,13 @@
 -- when it is an object, an array or an escaped string.
 local ffi = require "ffi"
 local cjson = require "cjson.safe"
-local core = require "resty.passport.core"
+local core = require "resty.passport.ffi"
 
 local C = core.C
 local reasons = core.reasons
 local band = require("bit").band
 local ffi_new = ffi.new
 local json_decode = cjson.new().decode
-local byte = string.byte
 local char = string.char
 local concat = table.concat
 local error = error
@@ -43,45 +42,22 @@ local E_NOTOBJECT = C.RP_ENOTOBJECT
 local info = ffi_new("rp_session")
 
 local REPLACEMENT = "\239\191\189" -- U+FFFD
+local bad = ffi_new("size_t[2]") -- rp_utf8_scan's offset and length
 
 -- node-redis decodes a record as UTF-8 before JSON.parse, replacing each
--- maximal invalid subsequence with U+FFFD (the WHATWG decoder's rule).
+-- maximal invalid subsequence with U+FFFD (the WHATWG decoder's rule): the
+-- C scan finds them one at a time.
 local function sanitize_utf8(s)
-    local out, n, i, len = {}, 0, 1, #s
-    local start = 1
-    while i <= len do
-        local c = byte(s, i)
-        if c < 0x80 then
-            i = i + 1
-        else
-            local need, lo, hi = 0, 0x80, 0xBF
-            if c >= 0xC2 and c <= 0xDF then need = 1
-            elseif c >= 0xE0 and c <= 0xEF then
-                need = 2
-                if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-            elseif c >= 0xF0 and c <= 0xF4 then
-                need = 3
-                if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-            end
-            local k = 1
-            while k <= need do
-                local b = byte(s, i + k)
-                if not b or b < lo or b > hi then break end
-                lo, hi = 0x80, 0xBF
-                k = k + 1
-            end
-            if need > 0 and k > need then
-                i = i + need + 1
-            else
-                n = n + 1
-                out[n] = sub(s, start, i - 1) .. REPLACEMENT
-                i = i + (need > 0 and k or 1)
-                start = i
-            end
-        end
+    local p = ffi.cast("const unsigned char *", s)
+    local out, n, at, len = {}, 0, 0, #s
+    while C.rp_utf8_scan(p + at, len - at, bad, bad + 1) ~= 0 do
+        local off = at + tonumber(bad[0])
+        n = n + 1
+        out[n] = sub(s, at + 1, off) .. REPLACEMENT
+        at = off + tonumber(bad[1])
     end
     if n == 0 then return s end
-    out[n + 1] = sub(s, start)
+    out[n + 1] = sub(s, at + 1)
     return concat(out)
 end
 
@@ -214,6 +190,24 @@ function _M.parse_date(s)
         return nil, "invalid date"
     end
     return ms_out[0]
+end
+
+-- The one rule for "is this record a logged-in session at now_ms?": the
+-- handshake and revalidation both ask it, so they give one verdict.  A
+-- passed cookie.expires counts only with check_expires (the store option):
+-- connect-redis, and so Express, trusts the key's TTL alone.
+--   true | false, "expired" | false, "logged out", "no_passport" | "no_user"
+function _M.logged_in(s, now_ms, check_expires)
+    if check_expires and s.expires and now_ms and s.expires <= now_ms then
+        return false, "expired"
+    end
+    if not s.passport then
+        return false, "logged out", "no_passport"
+    end
+    if not s.user_ok then
+        return false, "logged out", "no_user"
+    end
+    return true
 end
 
 return _M

@@ -1,9 +1,11 @@
--- The C core: its FFI declarations (a copy of csrc/passport.h) and the
--- shared library, found once by walking package.cpath and loaded by full
--- path, so neither LD_LIBRARY_PATH nor an install into the system is needed.
+-- The C core: its FFI declarations (a copy of csrc/passport.h), the shared
+-- library, found once by walking package.cpath and loaded by full path (so
+-- neither LD_LIBRARY_PATH nor an install into the system is needed), the
+-- output buffer the wrappers share, and the error codes by name.
 local ffi = require "ffi"
 
 local ffi_load = ffi.load
+local ffi_new = ffi.new
 local gmatch = string.gmatch
 local gsub = string.gsub
 local io_open = io.open
@@ -62,12 +64,16 @@ int rp_parse_date(const char *s, size_t len, double *ms);
 const char *rp_version(void);
 ]]
 
--- WebSocket frames (RFC 6455): the last section of passport.h.
+-- UTF-8 and WebSocket frames (RFC 6455): the last sections of passport.h.
 ffi.cdef [[
 enum {
     RP_EPROTO = -11, RP_EBIGFRAME = -12, RP_EUTF8 = -13, RP_ERSV = -14,
     RP_EOPCODE = -15, RP_ECONTROL = -16, RP_ELENGTH = -17, RP_EUNMASKED = -18
 };
+enum { RP_UTF8_INCOMPLETE = 1 };
+int rp_utf8_validate(const unsigned char *s, size_t len, uint32_t *state);
+int rp_utf8_scan(const unsigned char *s, size_t len, size_t *bad_off,
+                 size_t *bad_len);
 enum {
     RP_WS_CONT = 0x0, RP_WS_TEXT = 0x1, RP_WS_BINARY = 0x2,
     RP_WS_CLOSE = 0x8, RP_WS_PING = 0x9, RP_WS_PONG = 0xA
@@ -89,27 +95,24 @@ void rp_ws_unmask(unsigned char *data, size_t len, const unsigned char key[4],
                   uint64_t offset);
 int rp_ws_header(unsigned char *out, int fin, int opcode, uint64_t len,
                  const unsigned char *mask);
-enum { RP_UTF8_INCOMPLETE = 1 };
-int rp_utf8_validate(const unsigned char *s, size_t len, uint32_t *state);
 int rp_ws_close_code_ok(int code);
 int rp_ws_close_parse(const unsigned char *payload, size_t len, int *code);
 ]]
 
--- One output buffer shared by every wrapper (as lua-resty-core's
--- get_string_buf): nothing yields between the C call that fills it and the
--- ffi.string that copies it out.
-local buf, buf_size = nil, 0
-
--- Cold, and kept out of get_buf: a loop inside the hot function makes the
--- JIT try (and abort) unrolling it into the caller's trace.
-local function grow(n)
-    local size = 4096
-    while size < n do size = size * 2 end
-    buf, buf_size = ffi.new("unsigned char[?]", size), size
-end
+-- An output buffer of n bytes for one C call, as lua-resty-core's
+-- get_string_buf: one small buffer shared by every wrapper (nothing yields
+-- between the C call that fills it and the ffi.string that copies it out),
+-- and a temporary one for anything larger, which the GC takes back once the
+-- caller drops it, so one big message does not pin memory for the worker's
+-- life.  16 KiB: a Cookie header's worst case (2 bytes out per byte in)
+-- up to 8 KiB.
+local BUF_SIZE = 16384
+local buf = ffi_new("unsigned char[?]", BUF_SIZE)
 
 function _M.get_buf(n)
-    if n > buf_size then grow(n) end
+    if n > BUF_SIZE then
+        return ffi_new("unsigned char[?]", n)
+    end
     return buf
 end
 
@@ -139,28 +142,35 @@ end
 _M.C = C
 _M.path = where
 
--- One message per error code, shared by every wrapper.
-_M.reasons = {
-    [-1] = "cookie not found",
-    [-2] = "cookie is empty",
-    [-3] = "cookie is not signed",
-    [-4] = "signature mismatch",
-    [-5] = "value too large",
-    [-6] = "malformed JSON",
-    [-7] = "JSON nested too deep",
-    [-8] = "JSON is not an object",
-    [-9] = "invalid argument",
-    [-10] = "signature cookie not found",
+-- The error codes by name (E.NOTFOUND is C.RP_ENOTFOUND), and one message
+-- per code (reasons[E.NOTFOUND]), shared by every wrapper.
+local MESSAGES = {
+    NOTFOUND = "cookie not found",
+    EMPTY = "cookie is empty",
+    NOTSIGNED = "cookie is not signed",
+    BADSIG = "signature mismatch",
+    TOOBIG = "value too large",
+    JSON = "malformed JSON",
+    DEPTH = "JSON nested too deep",
+    NOTOBJECT = "JSON is not an object",
+    ARG = "invalid argument",
+    NOSIG = "signature cookie not found",
     -- WebSocket frames
-    [-11] = "protocol error",
-    [-12] = "frame too large",
-    [-13] = "invalid UTF-8",
-    [-14] = "reserved bits set",
-    [-15] = "unknown opcode",
-    [-16] = "invalid control frame",
-    [-17] = "invalid payload length",
-    [-18] = "client frame not masked",
+    PROTO = "protocol error",
+    BIGFRAME = "frame too large",
+    UTF8 = "invalid UTF-8",
+    RSV = "reserved bits set",
+    OPCODE = "unknown opcode",
+    CONTROL = "invalid control frame",
+    LENGTH = "invalid payload length",
+    UNMASKED = "client frame not masked",
 }
+_M.E, _M.reasons = {}, {}
+for name, message in pairs(MESSAGES) do
+    local code = C["RP_E" .. name]
+    _M.E[name] = code
+    _M.reasons[code] = message
+end
 
 if ffi.string(C.rp_version()) ~= _M._VERSION then
     error("librestypassport.so at " .. where .. " is version "

@@ -15,18 +15,42 @@ ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -fPIC \
              -fvisibility=hidden $(CFLAGS)
 LDFLAGS ?=
 
-CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/base64.c csrc/session.c csrc/date.c csrc/ws.c
+# Every source list is defined here, before mk/*.mk is read: a prerequisite
+# list is expanded when its rule is read, so a fragment must not use a
+# variable that a later fragment defines.
+CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/verify.c csrc/base64.c \
+           csrc/session.c csrc/date.c csrc/utf8.c csrc/ws.c csrc/version.c
 CORE_HDR = csrc/passport.h csrc/internal.h
 CORE_LIB = $(BUILD)/librestypassport.so
+VERSION := $(shell sed -n 's/.*define RP_VERSION "\(.*\)".*/\1/p' csrc/passport.h)
+
+# The blocking hiredis client for plain LuaJIT (mk/redis.mk): a library of
+# its own, built only where hiredis is installed, so nginx deployments need
+# neither libhiredis nor its headers.  HAVE_HIREDIS=no skips it anyway.
+REDIS_SRC = csrc/redis_sync.c
+REDIS_HDR = csrc/redis_sync.h
+REDIS_LIB = $(BUILD)/librestypassport_redis.so
+HIREDIS_CFLAGS ?= $(shell pkg-config --cflags hiredis 2>/dev/null)
+HIREDIS_LIBS ?= $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
+HASH := \#
+ifeq ($(origin HAVE_HIREDIS),undefined)
+HAVE_HIREDIS := $(shell { pkg-config --exists hiredis || \
+    printf '$(HASH)include <hiredis/hiredis.h>\n' | \
+    $(CC) $(HIREDIS_CFLAGS) -E -x c - ; } >/dev/null 2>&1 && echo yes)
+endif
+
+# The WebSocket load generator: bench-e2e, bench-sockets and the fault specs.
+LOADGEN = $(BUILD)/bench/loadgen
 
 RESULTS = $(BUILD)/results
 BUSTED = busted --lua=luajit
 RUN = tools/run-suite.sh $(RESULTS)
 ASAN_LIB = $(BUILD)/asan/librestypassport.so
 ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
-SUITES = lint unit asan valgrind integration fuzz
+SUITES = lint unit asan valgrind integration fuzz browser
 
-.PHONY: all test setup run-tests install clean deps lint bench $(addprefix test-,$(SUITES))
+.PHONY: all test setup run-tests install clean deps lint bench rock \
+        $(addprefix test-,$(SUITES))
 
 all: $(CORE_LIB)
 
@@ -85,7 +109,8 @@ test-valgrind: all
 	$(RUN) valgrind valgrind -q --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite luajit $$(command -v busted) --exclude-tags=timing -o json
 
-test-integration: all
+# The fault specs drive $(LOADGEN).
+test-integration: all $(LOADGEN)
 	$(RUN) integration $(BUSTED) --run=integration -o json
 
 deps:

@@ -1,5 +1,6 @@
 # mk/bench.mk: `make bench` runs every benchmark; this fragment adds the core
-# one (issue 2).  Others hook in with `bench: bench-xxx`.
+# one (the C verifiers and parsers against Node's).  Others hook in with
+# `bench: bench-xxx`.
 LUAJIT ?= luajit
 NODE ?= node
 BENCH_FLOOR = $(BUILD)/bench/libfloor.so

@@ -1,13 +1,12 @@
-# mk/demo.mk: the newcomer's first hour (issue 8).
+# mk/demo.mk: the newcomer's first hour.
 #   make demo   installs what is missing, starts redis-server, the example
 #               Express app and the gateways on loopback, runs a real client
 #               through them, prints the outcomes, stops everything
 #   make run    the same servers, left up for a browser (prints the URLs)
-# The browser suite (headless Chromium via playwright-core) runs in `make test`.
+# The browser suite (headless Chromium via playwright-core, test-browser
+# below) is one of the Makefile's SUITES: `make test` runs it.
 EXAMPLE_APP = examples/app
 EXAMPLE_DEPS = $(EXAMPLE_APP)/node_modules/.package-lock.json
-
-SUITES += browser
 
 .PHONY: demo run demo-setup test-browser
 

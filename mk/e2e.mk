@@ -1,12 +1,12 @@
-# mk/e2e.mk: the end-to-end WebSocket benchmark (issue 6).
+# mk/e2e.mk: the end-to-end WebSocket benchmark.
 #   make bench-e2e              the full run (~9 min): every stack side by side,
 #                               10,000 users, 3 rounds, 10,000 held connections
 #   make bench-e2e QUICK=1      a small run (~1 min: 2,000 users, 1 round)
 # Knobs (environment): E2E_USERS, E2E_SECONDS, E2E_ROUNDS, E2E_CONC,
 # E2E_HOLD, E2E_ROWS (e.g. "guard,floor,psio"), E2E_CORES ("0:1" = servers
 # on cpu 0, load generator on cpu 1), E2E_JSON.  See bench/e2e/run.lua.
-# The load generator alone: make loadgen; build/bench/loadgen -h.
-LOADGEN = $(BUILD)/bench/loadgen
+# The load generator alone: make loadgen; build/bench/loadgen -h.  (LOADGEN
+# is set in the Makefile: the fault specs use it too.)
 
 .PHONY: bench-e2e loadgen
 

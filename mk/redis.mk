@@ -1,27 +1,22 @@
-# mk/redis.mk: included by the Makefile.
-#
-# librestypassport_redis.so: the blocking hiredis client the Redis store
-# uses OUTSIDE nginx (plain LuaJIT).  A library of its own, so the core
-# library stays free of I/O and nginx deployments need no libhiredis.
-# Written for hiredis 0.14 and 1.x (libhiredis-dev on Debian/Ubuntu,
-# hiredis-devel on Fedora).
-
-REDIS_SRC = csrc/redis_sync.c
-REDIS_HDR = csrc/redis_sync.h
-REDIS_LIB = $(BUILD)/librestypassport_redis.so
-HIREDIS_CFLAGS ?= $(shell pkg-config --cflags hiredis 2>/dev/null)
-HIREDIS_LIBS ?= $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
+# mk/redis.mk: librestypassport_redis.so, the blocking hiredis client the
+# Redis store uses OUTSIDE nginx (plain LuaJIT).  A library of its own, so
+# the core library stays free of I/O; built, installed and fuzzed only when
+# the Makefile found hiredis (HAVE_HIREDIS), since nginx deployments do not
+# need it.  Written for hiredis 0.14 and 1.x (libhiredis-dev on
+# Debian/Ubuntu, hiredis-devel on Fedora).
 
 .PHONY: install-redis bench-store
 
+ifeq ($(HAVE_HIREDIS),yes)
 all: $(REDIS_LIB)
+
+install: install-redis
+endif
 
 $(REDIS_LIB): $(REDIS_SRC) $(REDIS_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(HIREDIS_CFLAGS) -shared -o $@ $(REDIS_SRC) \
 		$(LDFLAGS) $(HIREDIS_LIBS) -pthread
-
-install: install-redis
 
 # The Lua modules (store/*.lua included) are installed by the Makefile.
 install-redis: $(REDIS_LIB)

@@ -18,16 +18,17 @@ socket.io handshakes.
 dependencies = {
    "lua >= 5.1",
 }
+-- hiredis is optional: the Makefile builds librestypassport_redis.so (the
+-- Redis store outside nginx) only where it finds it.
 external_dependencies = {
    OPENSSL = { header = "openssl/sha.h" },
-   HIREDIS = { header = "hiredis/hiredis.h" },
 }
 build = {
    type = "make",
    build_target = "all",
    build_variables = {
       CFLAGS = "$(CFLAGS)",
-      LDFLAGS = "-L$(OPENSSL_LIBDIR) -L$(HIREDIS_LIBDIR)",
+      LDFLAGS = "-L$(OPENSSL_LIBDIR)",
    },
    install_target = "install",
    install_variables = {

@@ -7,8 +7,9 @@
 -- Also printed, for context: the same location with wrk on 1 connection
 -- (latency-bound, like redis-benchmark -c 1), an nginx location that does
 -- no store work at all (the HTTP ceiling), and the store's GET with
--- hiredis's redisReader through FFI instead of the Lua RESP reader
--- (bench/store_resp_ffi.lua): the measurement behind that choice.
+-- hiredis's redisReader through FFI instead of the Lua RESP parser
+-- (lua/resty/passport/redis/resp.lua; bench/store_resp_ffi.lua): the
+-- measurement behind that choice.
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 

@@ -1,7 +1,8 @@
 -- Benchmark-only: the store's GET with hiredis's redisReader (through FFI)
--- as the RESP parser instead of the Lua reader in
--- lua/resty/passport/store/redis.lua.  bench/store_bench.lua serves both
--- from the same nginx so that the choice in the store is a measured one.
+-- as the RESP parser instead of the Lua parser the store reads with
+-- (lua/resty/passport/redis/resp.lua, fed by receive("*l") and
+-- receive(n + 2)).  bench/store_bench.lua serves both from the same nginx
+-- so that the choice in the store is a measured one.
 --
 -- The redisReply layout below is hiredis 0.14's; it is read here, in a
 -- benchmark, and nowhere in the shipped code.

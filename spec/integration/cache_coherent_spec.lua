@@ -103,6 +103,13 @@ describe("coherent session cache", function()
     it("serves repeat gets from the worker's memory", function()
         redis:call("SET", "sess:a", record(1))
         assert.equal(record(1), get("coherent", "a"))
+        -- the SET's own keyspace event may land while that first get is in
+        -- flight, and then (rightly) keeps its record out of the cache
+        assert(within(1, function()
+            local b = gets()
+            get("coherent", "a")
+            return gets() == b
+        end), "the record was never cached")
         local before = gets()
         for _ = 1, 20 do assert.equal(record(1), get("coherent", "a")) end
         assert.equal(before, gets())
@@ -187,10 +194,6 @@ describe("coherent session cache", function()
     end)
 
     it("left no crash and no Lua error in the log", function()
-        local log = nginx:error_log()
-        for _, bad in ipairs { "%[alert%]", "%[crit%]", "%[emerg%]",
-                               "runtime error", "entry thread aborted" } do
-            assert.is_nil(log:match(bad), "error log has " .. bad .. ":\n" .. log)
-        end
+        nginx:assert_clean_log()
     end)
 end)

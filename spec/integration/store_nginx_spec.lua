@@ -60,9 +60,12 @@ local MAIN_HTTP = [[
             a_check = redis.new { port = $a, check_expires = true },
             a_cache = redis.new { port = $a, cache_ttl = 300, pool = "cached" },
             a_hiredis = (function()
-                redis._in_nginx = false
+                -- host.in_nginx is the test seam: read by new() to pick
+                -- the transport (hiredis blocks the worker: tests only)
+                local host = require "resty.passport.host"
+                host.in_nginx = false
                 local s = redis.new { port = $a }
-                redis._in_nginx = true
+                host.in_nginx = true
                 return s
             end)(),
             b_ok = redis.new { port = $b, password = "s3cret" },
@@ -199,15 +202,6 @@ local POOL_SERVER = [[
             }
         }
 ]]
-
--- The error log must show no crash, no Lua error.
-local function assert_clean_log(nginx)
-    local log = nginx:error_log()
-    for _, bad in ipairs { "%[alert%]", "%[crit%]", "%[emerg%]",
-                           "runtime error", "entry thread aborted" } do
-        assert.is_nil(log:match(bad), "error log has " .. bad .. ":\n" .. log)
-    end
-end
 
 -- 'count' concurrent requests, each answered; returns the bodies.
 local function concurrently(nginx, paths)
@@ -528,7 +522,7 @@ describe("redis store inside nginx", function()
         end)
 
         it("left no crash and no Lua error in the log", function()
-            assert_clean_log(nginx)
+            nginx:assert_clean_log()
         end)
     end)
 end)
@@ -653,6 +647,6 @@ describe("redis store pool inside nginx (2 workers, pool_size 4)", function()
     end)
 
     it("left no crash and no Lua error in the log", function()
-        assert_clean_log(nginx)
+        nginx:assert_clean_log()
     end)
 end)

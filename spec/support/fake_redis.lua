@@ -33,7 +33,8 @@ function M.start(opts)
     f:close()
     local script = nginx_server.root .. "/spec/support/fake_redis_server.lua"
     local out = proc.sh("cd " .. nginx_server.root .. " && LUA_PATH='"
-        .. nginx_server.root .. "/spec/?.lua;;' nohup luajit " .. script .. " "
+        .. nginx_server.root .. "/spec/?.lua;" .. nginx_server.root
+        .. "/lua/?.lua;;' nohup luajit " .. script .. " "
         .. self.port .. " " .. self.file .. " " .. (opts.prefix or "sess:")
         .. " > /dev/null 2>&1 & echo $!")
     self.pid = tonumber(out:match("(%d+)%s*$"))

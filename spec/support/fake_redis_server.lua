@@ -2,6 +2,7 @@
 --   luajit fake_redis_server.lua <port> <cases file> <prefix>
 -- Cases file: one line per sid, "<sid> <after> <hex bytes>".
 local socket = require "socket"
+local resp = require "resty.passport.redis.resp"
 
 local port, cases_file, prefix = tonumber(arg[1]), arg[2], arg[3] or "sess:"
 local cases = {}
@@ -14,26 +15,13 @@ for line in io.lines(cases_file) do
 end
 local server = assert(socket.bind("127.0.0.1", port, 128))
 server:settimeout(0)
-local clients = {} -- sock -> { buf, hang, drip = { bytes, at, next } }
+local clients = {} -- sock -> { parser, hang, drip = { bytes, at, next } }
 local function drop(c)
     clients[c] = nil
     c:close()
 end
--- One complete command from buf, or nil: returns args, rest.
-local function parse(buf)
-    local n, pos = buf:match("^%*(%d+)\r\n()")
-    if not n then return nil end
-    local args = {}
-    for i = 1, tonumber(n) do
-        local len, p2 = buf:match("^%$(%d+)\r\n()", pos)
-        if not len then return nil end
-        len = tonumber(len)
-        if #buf < p2 + len + 1 then return nil end
-        args[i] = buf:sub(p2, p2 + len - 1)
-        pos = p2 + len + 2
-    end
-    return args, buf:sub(pos)
-end
+-- Commands are RESP arrays: the library's own parser reads them.
+local MAX_COMMAND = 1048576
 while true do
     local recvt = { server }
     for c in pairs(clients) do recvt[#recvt + 1] = c end
@@ -44,7 +32,7 @@ while true do
             if c then
                 c:settimeout(0)
                 c:setoption("tcp-nodelay", true)
-                clients[c] = { buf = "" }
+                clients[c] = { parser = resp.parser(MAX_COMMAND) }
             end
         elseif clients[s] then
             local st = clients[s]
@@ -53,11 +41,14 @@ while true do
             if err == "closed" then
                 drop(s)
             elseif data and data ~= "" and not st.hang then
-                st.buf = st.buf .. data
+                st.parser:feed(data)
                 while clients[s] and not st.hang and not st.drip do
-                    local args, rest = parse(st.buf)
+                    local args, perr = st.parser:get()
+                    if perr or (args ~= nil and type(args) ~= "table") then
+                        drop(s)
+                        break
+                    end
                     if not args then break end
-                    st.buf = rest
                     local cmd = (args[1] or ""):upper()
                     local case = cmd == "GET" and args[2]
                                  and cases[args[2]:sub(#prefix + 1)]

@@ -14,6 +14,7 @@
 --   nginx:get("/path", { ["X-H"] = "v" })  --> status, body, headers
 --   local c = nginx:send("/slow")  ... nginx:receive(c)  -- concurrent requests
 --   nginx:error_log()  -- the error log's text so far
+--   nginx:assert_clean_log()  -- no crash, no Lua error in it
 --   nginx:stop()       -- QUIT (graceful), KILL after 5 s; removes the prefix
 --
 -- The conf points lua_package_path at the repository's lua/ and spec/
@@ -47,13 +48,7 @@ local function root()
 end
 M.root = root()
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read_file = proc.read_file
 
 local TEMPLATE = [[
 load_module {{modules}}/ndk_http_module.so;
@@ -91,6 +86,15 @@ function Server:error_log()
 end
 
 -- Sends a request and returns the socket (HTTP/1.0, Connection: close).
+-- Fails the spec when the error log shows a crash or a Lua error.
+function Server:assert_clean_log()
+    local log = self:error_log()
+    for _, bad in ipairs { "%[alert%]", "%[crit%]", "%[emerg%]",
+                           "runtime error", "entry thread aborted" } do
+        assert(not log:match(bad), "error log has " .. bad .. ":\n" .. log)
+    end
+end
+
 function Server:send(path, headers, timeout)
     local c = socket.tcp()
     c:settimeout(timeout or 10)

@@ -18,12 +18,15 @@
 -- failing spec does not leave one behind.
 local socket = require "socket"
 local proc = require "support.proc"
+local resp = require "resty.passport.redis.resp"
 
 local M = {}
 
 local running = {} -- pid -> server, for the exit hook
 
 local sh = proc.sh
+local q = proc.q
+local read_file = proc.read_file
 local alive = proc.alive
 M.free_port = proc.free_port
 
@@ -32,56 +35,29 @@ function M.tmpdir(tag)
     return (out:gsub("%s+$", ""))
 end
 
--- Encodes a command as RESP.
+-- Encodes a command as RESP (the gateway's own encoder).
 local function encode(args)
-    local out = { "*" .. #args .. "\r\n" }
-    for i = 1, #args do
-        local a = tostring(args[i])
-        out[#out + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
-    end
-    return table.concat(out)
+    return resp.encode(unpack(args, 1, args.n or #args))
 end
 M.encode = encode
 
--- Reads one reply: string | number | table | nil (null) | false, err.
+-- Reads one reply with the gateway's one RESP reader (it works over
+-- LuaSocket too): string | number | table | nil (null) | false, err.
+local reader = resp.reader(512 * 1024 * 1024)
 local function read_reply(sock)
-    local line, err = sock:receive("*l")
-    if not line then
+    local v, err = reader:read(sock)
+    if v == nil then
         return false, err
-    end
-    local t, rest = line:sub(1, 1), line:sub(2)
-    if t == "+" then
-        return rest
-    elseif t == "-" then
-        return false, rest
-    elseif t == ":" then
-        return tonumber(rest)
-    elseif t == "$" then
-        local n = tonumber(rest)
-        if n < 0 then
-            return nil
-        end
-        local data, rerr = sock:receive(n + 2)
-        if not data then
-            return false, rerr
-        end
-        return data:sub(1, n)
-    elseif t == "*" then
-        local n = tonumber(rest)
-        if n < 0 then
-            return nil
-        end
-        local arr = {}
+    elseif v == false then
+        return nil
+    elseif type(v) == "table" then
+        if v.err then return false, v.err end
+        local n = #v
         for i = 1, n do
-            local v, verr = read_reply(sock)
-            if v == false then
-                return false, verr
-            end
-            arr[i] = v
+            if v[i] == false then v[i] = nil end
         end
-        return arr
     end
-    return false, "protocol error: " .. line
+    return v
 end
 M.read_reply = read_reply
 
@@ -206,7 +182,6 @@ function Server:seed_connect_redis(sid, user_json, opts)
     local f = assert(io.open(script, "w"))
     f:write(SEED_JS)
     f:close()
-    local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
     local out, ok = sh("NODE_PATH=" .. q(modules) .. " node " .. q(script)
                        .. " 127.0.0.1 " .. self.port .. " "
                        .. q(self.password or "") .. " "
@@ -242,15 +217,10 @@ local function launch(self)
         error("redis-server failed to start: " .. out)
     end
     if not wait_ready(self) then
-        local log = io.open(self.dir .. "/redis.log")
-        local text = log and log:read("*a") or ""
-        if log then log:close() end
         error("redis-server did not answer on port " .. self.port .. "\n"
-              .. text)
+              .. (read_file(self.dir .. "/redis.log") or ""))
     end
-    local f = assert(io.open(self.dir .. "/redis.pid"))
-    self.pid = assert(tonumber(f:read("*a")))
-    f:close()
+    self.pid = assert(tonumber(read_file(self.dir .. "/redis.pid")))
     running[self.pid] = self
 end
 

@@ -1,10 +1,29 @@
--- What authorize needs from the process it runs in: the clock, a logger and
--- a way to run a callback that may finish later.  Inside nginx these are
--- ngx's; in plain LuaJIT (tools, specs) plain ones.  Specs may replace any
--- field (the seam lua-resty-session uses).
+-- The one place that asks "are we inside nginx?", and what the rest of
+-- the library needs from the process it runs in: which phases may wait,
+-- the clock, a logger and a way to run a callback that may finish later.
+-- Inside nginx these are ngx's; in plain LuaJIT (tools, specs) plain ones.
+--
+--   host.in_nginx      true when ngx's API is there (ngx.get_phase)
+--   host.phase()       the current phase (ngx.get_phase), nil outside nginx
+--   host.YIELDABLE     phases where a handler may wait on semaphores
+--   host.COSOCKET      phases where cosockets are allowed
+--   host.now_ms()      ms since the epoch
+--   host.log(level, msg)  level: "debug" | "info" | "warn" | "err"
+--   host.run(fn, timeout) runs fn(finish), returns what it was given
+--
+-- Specs may replace any field (the seam lua-resty-session uses).  in_nginx
+-- is read when a choice is made, not cached: the Redis store reads it in
+-- new() to pick its transport, so a spec may set it to false around a
+-- new() to drive the hiredis transport from inside nginx (it blocks the
+-- worker: tests only).  Everything else here was bound at load time and
+-- does not follow it.
+local ffi = require "ffi"
+
 local ngx = ngx -- luacheck: ignore 211 (nil outside nginx)
 
+local floor = math.floor
 local pcall = pcall
+local tonumber = tonumber
 local tostring = tostring
 
 local _M = { _VERSION = "0.1.0" }
@@ -13,9 +32,17 @@ local in_nginx = ngx ~= nil and ngx.get_phase ~= nil
 _M.in_nginx = in_nginx
 
 -- Phases where a handshake may wait on cosockets and semaphores.
-local yieldable = {
+local YIELDABLE = {
     rewrite = true, access = true, content = true, timer = true,
     ssl_cert = true, ssl_session_fetch = true,
+}
+_M.YIELDABLE = YIELDABLE
+
+-- Phases where lua-nginx-module allows cosockets.
+_M.COSOCKET = {
+    rewrite = true, server_rewrite = true, access = true, content = true,
+    timer = true, ssl_cert = true, ssl_session_fetch = true,
+    ssl_client_hello = true, preread = true,
 }
 
 -- A callback that raises before deciding is rejected; one that raises after
@@ -37,6 +64,7 @@ if in_nginx then
     local kill = ngx.thread.kill
 
     _M.levels = { debug = ngx.DEBUG, info = ngx.INFO, warn = ngx.WARN, err = ngx.ERR }
+    _M.phase = get_phase
 
     function _M.now_ms()
         return ngx_now() * 1000
@@ -62,7 +90,7 @@ if in_nginx then
             local ok, err = pcall(fn, finish)
             if not ok then raised(finish, result, err) end
         end
-        if not yieldable[get_phase()] then
+        if not YIELDABLE[get_phase()] then
             body()
             return result or { pending = true }
         end
@@ -78,13 +106,27 @@ if in_nginx then
         return result
     end
 else
-    local clock = require("socket").gettime
+    -- gettimeofday through the FFI: a cheap clock that needs no C module
+    if not pcall(ffi.typeof, "rp_timeval") then
+        ffi.cdef [[
+        typedef struct rp_timeval { long sec; long usec; } rp_timeval;
+        int gettimeofday(rp_timeval *tv, void *tz);
+        ]]
+    end
+    local C = ffi.C
+    local tv = ffi.new("rp_timeval")
 
     _M.levels = { debug = 4, info = 3, warn = 2, err = 1 }
     _M.log_level = 0 -- silent unless a tool or spec turns it up
 
+    function _M.phase()
+        return nil
+    end
+
+    -- Whole milliseconds, like ngx.now() * 1000.
     function _M.now_ms()
-        return clock() * 1000
+        C.gettimeofday(tv, nil)
+        return tonumber(tv.sec) * 1000 + floor(tonumber(tv.usec) / 1000)
     end
 
     function _M.log(level, msg)

@@ -4,112 +4,62 @@
 --   local store = require("resty.passport.store.redis").new { port = 6379 }
 --   local json, err = store:get(sid)  -- json | nil (no such key) | nil, err
 --
--- Two transports behind one API, chosen when the store is created:
+-- This file is the store's options, its GET and its per-worker cache.  A
+-- store is a plain table of its settings (the options, defaults filled
+-- in) and store.conn, the connection settings (redis/conn.lua): sockets
+-- live only inside one get() call.  Two transports behind one API, chosen
+-- when the store is created (host.in_nginx):
 --
--- * inside nginx, cosockets (ngx.socket.tcp) with a keepalive pool.  AUTH
---   and SELECT go out only on a fresh connection (pipelined with its first
---   GET); a connection that saw an I/O or protocol error is closed, never
---   pooled.  An -ERR reply (WRONGTYPE) leaves the stream in step, so that
---   connection does go back to the pool.  A store is a plain table of
---   settings: the sockets live only inside one get() call.
+-- * inside nginx, cosockets through store.conn: a keepalive pool, the
+--   AUTH/SELECT prelude on fresh connections, one retry on a stale one.
 --
 -- * outside nginx (plain LuaJIT), hiredis's blocking client through
 --   librestypassport_redis.so (csrc/redis_sync.c), one connection per store,
 --   with the same timeouts and messages.
 --
--- RESP is read in Lua in nginx (receive("*l") then receive(n + 2)), not
--- with hiredis's redisReader through FFI.  A GET reply is one line and at
--- most one bulk string, so the Lua reader is two calls that copy out of
--- the cosocket buffer; redisReader needs receiveany + feed + get-reply +
--- free, and reading its redisReply from Lua ties the code to one hiredis
--- ABI.  Measured with bench/store_bench.sh, which serves both side by side
--- from one nginx worker (200-byte record, wrk -c10..100, a shared 2-core
--- VM): 19-48k gets/s depending on the machine's load, the two always within
--- run-to-run noise of each other (Lua/FFI 0.83-1.18 per run, medians
--- 0.98-1.13).  Equal speed, so the simpler one, which keeps libhiredis out
--- of nginx, wins.
+-- RESP is read in Lua in nginx (redis/resp.lua's parser, fed by
+-- receive("*l") then receive(n + 2)), not with hiredis's redisReader
+-- through FFI.  A GET reply is one line and at most one bulk string, so
+-- the Lua reader is two calls that copy out of the cosocket buffer;
+-- redisReader needs receiveany + feed + get-reply + free, and reading its
+-- redisReply from Lua ties the code to one hiredis ABI.  Measured with
+-- bench/store_bench.sh, which serves both side by side from one nginx
+-- worker (200-byte record, wrk -c10..100, a shared 2-core VM): 19-48k
+-- gets/s depending on the machine's load, the two always within run-to-run
+-- noise of each other (Lua/FFI 0.83-1.18 per run, medians 0.98-1.13).
+-- Equal speed, so the simpler one, which keeps libhiredis out of nginx,
+-- wins.
 local ffi = require "ffi"
-local resp_codec = require "resty.passport.resp"
+local host = require "resty.passport.host"
+local conn = require "resty.passport.redis.conn"
+local resp = require "resty.passport.redis.resp"
 
-local byte = string.byte
-local concat = table.concat
 local error = error
 local ffi_new = ffi.new
 local ffi_string = ffi.string
-local floor = math.floor
 local pairs = pairs
 local pcall = pcall
 local setmetatable = setmetatable
-local sub = string.sub
-local tonumber = tonumber
 local tostring = tostring
 local type = type
 
-local ngx = ngx -- nil in plain LuaJIT
-local IN_NGINX = type(ngx) == "table" and type(ngx.get_phase) == "function"
-                 and type(ngx.socket) == "table"
-local get_phase = IN_NGINX and ngx.get_phase
-local tcp = IN_NGINX and ngx.socket.tcp
-local ngx_now = IN_NGINX and ngx.now
+local now_ms = host.now_ms
 
-local _M = {
-    _VERSION = "0.1.0",
-    -- Tests may flip this to drive the hiredis transport from inside nginx
-    -- (never do it in production: it blocks the worker).
-    _in_nginx = IN_NGINX,
-}
+local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
 
--- Phases where lua-nginx-module allows cosockets.
-local COSOCKET_PHASES = {
-    rewrite = true, server_rewrite = true, access = true, content = true,
-    timer = true, ssl_cert = true, ssl_session_fetch = true,
-    ssl_client_hello = true, preread = true,
-}
-
-local DEFAULTS = {
-    host = "127.0.0.1",
-    port = 6379,
-    db = 0,
-    prefix = "sess:",
-    connect_timeout = 1000,   -- ms
-    read_timeout = 1000,      -- ms, also bounds sends
-    pool_size = 30,           -- idle connections kept per worker and pool
-    keepalive_timeout = 60000, -- ms a pooled connection may idle
-    max_value_size = 1048576, -- bytes; longer records are an error
-    cache_size = 1024,        -- entries in the per-worker cache
-}
-
+-- The store's own options (conn.OPTIONS are the connection's).
 local KNOWN = {
-    host = "string", port = "number", path = "string", username = "string",
-    password = "string", db = "number", prefix = "string",
-    connect_timeout = "number", read_timeout = "number",
-    pool_size = "number", backlog = "number", keepalive_timeout = "number",
-    pool = "string", check_expires = "boolean", cache_ttl = "number",
+    prefix = "string", check_expires = "boolean", cache_ttl = "number",
     cache_size = "number", max_value_size = "number",
     cache_coherent = "boolean",
 }
 
----------------------------------------------------------------------------
--- Clock for check_expires (ms since the epoch).
-
-local now_ms
-if IN_NGINX then
-    now_ms = function() return ngx_now() * 1000 end
-else
-    local ok = pcall(ffi.typeof, "rp_redis_timeval")
-    if not ok then
-        ffi.cdef [[
-        typedef struct rp_redis_timeval { long sec; long usec; } rp_redis_timeval;
-        int gettimeofday(rp_redis_timeval *tv, void *tz);
-        ]]
-    end
-    local tv = ffi_new("rp_redis_timeval")
-    now_ms = function()
-        ffi.C.gettimeofday(tv, nil)
-        return tonumber(tv.sec) * 1000 + floor(tonumber(tv.usec) / 1000)
-    end
-end
+local DEFAULTS = {
+    prefix = "sess:",
+    max_value_size = 1048576, -- bytes; longer records are an error
+    cache_size = 1024,        -- entries in the per-worker cache
+}
 
 ---------------------------------------------------------------------------
 -- hiredis transport (outside nginx), loaded on first use.
@@ -138,7 +88,7 @@ local function load_hiredis()
         const char *rp_redis_errstr(const rp_redis *r);
         ]]
     end
-    local lib, where = require("resty.passport.core").load(
+    local lib, where = require("resty.passport.ffi").load(
         "librestypassport_redis")
     if not lib then
         return nil, where
@@ -158,18 +108,18 @@ local function hiredis_err(self, what)
 end
 
 local function hiredis_connect(self)
-    local h = self._h
-    if R.rp_redis_connect(h, self.host, self.port or 0, self.path,
-                          self.connect_timeout) ~= H_OK then
-        return nil, hiredis_err(self, "connect to " .. self.addr)
+    local h, c = self._h, self.conn
+    if R.rp_redis_connect(h, c.host, c.port or 0, c.path,
+                          c.connect_timeout) ~= H_OK then
+        return nil, hiredis_err(self, "connect to " .. c.addr)
     end
-    if R.rp_redis_set_timeout(h, self.read_timeout) ~= H_OK then
+    if R.rp_redis_set_timeout(h, c.read_timeout) ~= H_OK then
         R.rp_redis_close(h)
-        return nil, hiredis_err(self, "setting the timeout on " .. self.addr)
+        return nil, hiredis_err(self, "setting the timeout on " .. c.addr)
     end
-    local pass = self.password
+    local pass = c.password
     if pass then
-        local user = self.username
+        local user = c.username
         if R.rp_redis_auth(h, user, user and #user or 0, pass, #pass)
            ~= H_OK then
             local err = hiredis_err(self, "AUTH")
@@ -177,7 +127,7 @@ local function hiredis_connect(self)
             return nil, err
         end
     end
-    if self.db ~= 0 and R.rp_redis_select(h, self.db) ~= H_OK then
+    if c.db ~= 0 and R.rp_redis_select(h, c.db) ~= H_OK then
         local err = hiredis_err(self, "SELECT")
         R.rp_redis_close(h)
         return nil, err
@@ -218,160 +168,37 @@ end
 ---------------------------------------------------------------------------
 -- cosocket transport (inside nginx).
 
--- Errors that mean "a pooled connection the server had already closed".
-local STALE = {
-    closed = true, ["broken pipe"] = true,
-    ["connection reset by peer"] = true,
-}
+local GET_REPLY = resp.accept("$-") -- a bulk string, a null or an error
+local WHERE = { send = "send to ", io = "read from " }
 
--- The GET command in pieces: sock:send copies a table into its own buffer
--- before it can yield, so one table serves every call.
-local get_cmd = { "*2\r\n$3\r\nGET\r\n$", 0, "\r\n", "", "", "\r\n" }
-
-local function fail(sock, what, err)
-    sock:close()
-    return nil, "redis: " .. what .. " failed: " .. err
-end
-
--- Reads one status reply (+OK) of the fresh-connection prelude.
-local function read_status(sock, what)
-    local line, err = sock:receive()
-    if not line then
-        return fail(sock, what, err)
-    end
-    if byte(line) ~= 43 then -- '+'
-        if byte(line) == 45 then -- '-'
-            return fail(sock, what, sub(line, 2))
-        end
-        return fail(sock, what, "unexpected reply")
-    end
-    return true
-end
-
--- One GET over one connection.  Returns json | nil, err, stale where
--- stale says the connection was dead before we used it.
-local function exchange(self, sock, sid, fresh)
-    get_cmd[2] = #self.prefix + #sid
-    get_cmd[4] = self.prefix
-    get_cmd[5] = sid
-    local ok, err
-    if fresh and self.prelude then
-        ok, err = sock:send { self.prelude, get_cmd }
-    else
-        ok, err = sock:send(get_cmd)
-    end
-    if not ok then
-        local _, msg = fail(sock, "send to " .. self.addr, err)
-        return nil, msg, STALE[err]
-    end
-    if fresh then
-        if self.password then
-            ok, err = read_status(sock, "AUTH")
-            if not ok then
-                return nil, err
-            end
-        end
-        if self.db ~= 0 then
-            ok, err = read_status(sock, "SELECT")
-            if not ok then
-                return nil, err
-            end
-        end
-    end
-
-    local line
-    line, err = sock:receive()
-    if not line then
-        local _, msg = fail(sock, "read from " .. self.addr, err)
-        return nil, msg, STALE[err]
-    end
-    local c = byte(line)
-    if c == 36 then -- '$' bulk string
-        local n = tonumber(sub(line, 2))
-        if not n or n < -1 or n ~= floor(n) then
-            return fail(sock, "GET", "protocol error")
-        end
-        if n == -1 then
-            sock:setkeepalive(self.keepalive_timeout)
-            return nil
-        end
-        if n > self.max_value_size then
-            -- the value is still on the wire: this connection cannot be
-            -- reused without reading it, so it is closed
-            return fail(sock, "GET", "value of " .. n .. " bytes exceeds "
-                        .. "max_value_size (" .. self.max_value_size .. ")")
-        end
-        local data
-        data, err = sock:receive(n + 2)
-        if not data then
-            return fail(sock, "read from " .. self.addr, err)
-        end
-        if byte(data, n + 1) ~= 13 or byte(data, n + 2) ~= 10 then
-            -- the length lied: the stream is out of step, never reuse it
-            return fail(sock, "GET", "protocol error")
-        end
-        sock:setkeepalive(self.keepalive_timeout)
-        return sub(data, 1, n)
-    elseif c == 45 then -- '-' an error reply: the stream is still in step
-        sock:setkeepalive(self.keepalive_timeout)
-        return nil, "redis: GET failed: " .. sub(line, 2)
-    end
-    return fail(sock, "GET", "unexpected reply")
-end
-
-local function cosocket_phase()
-    local phase = get_phase()
-    if not COSOCKET_PHASES[phase] then
-        return nil, "redis: cosockets are not available in the " .. phase
-               .. " phase (use rewrite, access, content or a timer)"
-    end
-    return true
-end
-
--- A connection from the pool (or a new one); fresh is true when it still
--- needs the AUTH/SELECT prelude.
-local function connect(self)
-    local sock, err = tcp()
-    if not sock then
-        return nil, "redis: " .. err
-    end
-    sock:settimeouts(self.connect_timeout, self.read_timeout,
-                     self.read_timeout)
-    local ok
-    if self.path then
-        ok, err = sock:connect(self.unix, self.pool_opts)
-    else
-        ok, err = sock:connect(self.host, self.port, self.pool_opts)
-    end
-    if not ok then
-        sock:close()
-        return nil, "redis: connect to " .. self.addr .. " failed: " .. err
-    end
-    return sock, sock:getreusedtimes() == 0
-end
-
+-- json | nil (no such key) | nil, err.  The command is built per call:
+-- conn:request may send it again after a yield.
 local function fetch_cosocket(self, sid)
-    local ok, err = cosocket_phase()
-    if not ok then
-        return nil, err
-    end
-    for attempt = 1, 2 do
-        local sock, fresh = connect(self)
-        if not sock then
-            return nil, fresh
+    local prefix, c = self.prefix, self.conn
+    local v, err, kind = c:request(
+        { "*2\r\n$3\r\nGET\r\n$", #prefix + #sid, "\r\n", prefix, sid, "\r\n" },
+        self.get_reader)
+    if v == nil then
+        if kind == "setup" then
+            return nil, err
         end
-        local json, stale
-        json, err, stale = exchange(self, sock, sid, fresh)
-        if not (stale and not fresh and attempt == 1) then
-            return json, err
+        local where = WHERE[kind]
+        if where then
+            return nil, "redis: " .. where .. c.addr .. " failed: " .. err
         end
+        return nil, "redis: GET failed: " .. err
     end
+    if v == false then
+        return nil
+    end
+    if type(v) == "table" then
+        return nil, "redis: GET failed: " .. v.err
+    end
+    return v
 end
 
 ---------------------------------------------------------------------------
 -- The store.
-
-local resp = resp_codec.encode
 
 -- level 3: the caller of new() (bad <- new <- caller)
 local function bad(name, msg, level)
@@ -379,12 +206,61 @@ local function bad(name, msg, level)
           level or 3)
 end
 
-local function positive_int(opts, name, min)
-    local v = opts[name]
-    if v ~= floor(v) or v < (min or 1) then
-        bad(name, (min == 0 and "non-negative" or "positive")
-            .. " integer expected, got " .. tostring(v), 4)
+-- Type-checks opts: each a store or a connection option of its type.
+local function check_types(opts)
+    for k, v in pairs(opts) do
+        local want = KNOWN[k] or conn.OPTIONS[k]
+        if not want then
+            error("bad argument #1 to 'redis.new' (unknown option '"
+                  .. tostring(k) .. "')", 3)
+        end
+        if type(v) ~= want then
+            error("bad option '" .. k .. "' to 'redis.new' (" .. want
+                  .. " expected, got " .. type(v) .. ")", 3)
+        end
     end
+end
+
+-- The cache's options (level 4: check_cache <- new <- caller).
+local function check_cache(self, opts)
+    if opts.cache_ttl then
+        if opts.cache_ttl < 0 then bad("cache_ttl", "negative", 4) end
+        if opts.cache_ttl == 0 then self.cache_ttl = nil end
+    end
+    if opts.cache_coherent and not self.cache_ttl then
+        bad("cache_coherent", "needs a cache_ttl", 4)
+    end
+end
+
+local function use_cosockets(self)
+    self.backend = "cosocket"
+    self._fetch = fetch_cosocket
+    self.get_reader = resp.reader(self.max_value_size, "max_value_size",
+                                  GET_REPLY)
+    if self.cache_ttl then
+        local lrucache = require "resty.lrucache"
+        self.cache = lrucache.new(self.cache_size)
+        if self.cache_coherent then
+            -- off until passport.init_worker's subscriber holds the
+            -- keyspace subscription that keeps it true (set_coherent)
+            self.cache_live = false
+        end
+    end
+end
+
+local function use_hiredis(self)
+    local lib, err = load_hiredis()
+    if not lib then
+        return nil, err
+    end
+    self.backend = "hiredis"
+    local h = R.rp_redis_new()
+    if h == nil then
+        return nil, "out of memory"
+    end
+    self._h = ffi.gc(h, R.rp_redis_free)
+    self._fetch = fetch_hiredis
+    return true
 end
 
 function _M.new(opts)
@@ -394,109 +270,33 @@ function _M.new(opts)
         error("bad argument #1 to 'redis.new' (table expected, got "
               .. type(opts) .. ")", 2)
     end
-    for k, v in pairs(opts) do
-        local want = KNOWN[k]
-        if not want then
-            error("bad argument #1 to 'redis.new' (unknown option '"
-                  .. tostring(k) .. "')", 2)
-        end
-        if type(v) ~= want then
-            bad(k, want .. " expected, got " .. type(v))
-        end
-    end
+    check_types(opts)
 
     local self = { cache_epoch = 0, invalidations = 0 }
     for k, v in pairs(DEFAULTS) do self[k] = v end
     for k, v in pairs(opts) do self[k] = v end
+    local c, name, why = conn.new(opts, self.max_value_size)
+    if not c then bad(name, why) end
+    for k in pairs(conn.OPTIONS) do self[k] = c[k] end
+    self.addr = c.addr
+    self.conn = c
 
-    if opts.path then
-        if opts.host or opts.port then
-            bad("path", "give either path or host/port")
-        end
-        self.host, self.port = nil, nil
-        self.addr = "unix:" .. opts.path
-        self.unix = self.addr
-    else
-        if self.host == "" then bad("host", "empty") end
-        positive_int(self, "port")
-        if self.port > 65535 then
-            bad("port", "out of range")
-        end
-        self.addr = self.host .. ":" .. self.port
-    end
-    positive_int(self, "db", 0)
-    positive_int(self, "connect_timeout")
-    positive_int(self, "read_timeout")
-    positive_int(self, "pool_size")
-    if self.backlog then
-        positive_int(self, "backlog", 0)
-    end
-    positive_int(self, "keepalive_timeout", 0)
-    positive_int(self, "max_value_size", 0)
-    positive_int(self, "cache_size")
-    if opts.username and not opts.password then
-        bad("username", "needs a password")
-    end
-    if opts.cache_ttl then
-        if opts.cache_ttl < 0 then bad("cache_ttl", "negative") end
-        if opts.cache_ttl == 0 then self.cache_ttl = nil end
-    end
-    if opts.cache_coherent and not self.cache_ttl then
-        bad("cache_coherent", "needs a cache_ttl")
-    end
+    why = conn.check_int(self.max_value_size, 0)
+    if why then bad("max_value_size", why) end
+    why = conn.check_int(self.cache_size, 1)
+    if why then bad("cache_size", why) end
+    check_cache(self, opts)
 
-    if _M._in_nginx then
-        self.backend = "cosocket"
-        local prelude = {}
-        if self.password then
-            prelude[1] = self.username
-                         and resp("AUTH", self.username, self.password)
-                         or resp("AUTH", self.password)
-        end
-        if self.db ~= 0 then
-            prelude[#prelude + 1] = resp("SELECT", self.db)
-        end
-        self.prelude = prelude[1] and concat(prelude) or nil
-        -- Connections in a pool were authenticated and SELECTed for one
-        -- (address, db, user, password): the name says which.
-        self.pool_opts = {
-            pool = self.pool or ("passport:" .. self.addr .. ":" .. self.db
-                                 .. ":" .. (self.username or "") .. ":"
-                                 .. (self.password and ngx.md5(self.password)
-                                     or "")),
-            pool_size = self.pool_size,
-            -- lua-nginx-module's connect queue, passed through when asked
-            -- for.  Not a default: in 0.10.x a queued connect can find its
-            -- connection taken by a newer connect() and open one more
-            -- (openresty/openresty#768), so it does not cap connections,
-            -- and it fails gets outright once the queue is full.
-            backlog = self.backlog,
-        }
-        self._fetch = fetch_cosocket
-        if self.cache_ttl then
-            local lrucache = require "resty.lrucache"
-            self.cache = lrucache.new(self.cache_size)
-            if self.cache_coherent then
-                -- off until passport.init_worker's subscriber holds the
-                -- keyspace subscription that keeps it true (set_coherent)
-                self.cache_live = false
-            end
-        end
+    if host.in_nginx then
+        use_cosockets(self)
     else
         if opts.cache_ttl and opts.cache_ttl > 0 then
             bad("cache_ttl", "the per-worker cache needs nginx")
         end
-        local lib, err = load_hiredis()
-        if not lib then
+        local ok, err = use_hiredis(self)
+        if not ok then
             error(err, 2)
         end
-        self.backend = "hiredis"
-        local h = R.rp_redis_new()
-        if h == nil then
-            error("out of memory", 2)
-        end
-        self._h = ffi.gc(h, R.rp_redis_free)
-        self._fetch = fetch_hiredis
     end
     if self.check_expires then
         self.session = require "resty.passport.session"
@@ -599,8 +399,8 @@ function _M.set_coherent(self, live)
 end
 
 -- One command over a pooled connection (nginx only): the reply as
--- resty.passport.resp reads it, or nil and an error.  For PUBLISH, MGET
--- and CONFIG from the socket layer; sessions are read with get().
+-- redis/resp.lua reads it, or nil and an error.  For PUBLISH, MGET and
+-- CONFIG from the socket layer; sessions are read with get().
 function _M.command(self, ...)
     if type(self) ~= "table" or self._fetch == nil then
         error("bad argument #1 to 'command' (store expected)", 2)
@@ -608,51 +408,7 @@ function _M.command(self, ...)
     if self.backend ~= "cosocket" then
         error("store:command needs nginx cosockets", 2)
     end
-    local ok, err = cosocket_phase()
-    if not ok then
-        return nil, err
-    end
-    local name = ...
-    local cmd = resp_codec.encode(...)
-    for attempt = 1, 2 do
-        local sock, fresh = connect(self)
-        if not sock then
-            return nil, fresh
-        end
-        if fresh and self.prelude then
-            ok, err = sock:send { self.prelude, cmd }
-        else
-            ok, err = sock:send(cmd)
-        end
-        if ok and fresh then
-            if self.password then
-                ok, err = read_status(sock, "AUTH")
-                if not ok then return nil, err end
-            end
-            if self.db ~= 0 then
-                ok, err = read_status(sock, "SELECT")
-                if not ok then return nil, err end
-            end
-        end
-        local v, kind
-        if ok then
-            v, err, kind = resp_codec.read(sock, self.max_value_size)
-        else
-            kind = "io"
-        end
-        if v ~= nil or kind == "reply" then
-            sock:setkeepalive(self.keepalive_timeout)
-            if v == nil then
-                return nil, "redis: " .. name .. " failed: " .. err
-            end
-            return v
-        end
-        sock:close()
-        -- a pooled connection the server had closed: once more, fresh
-        if not (STALE[err] and not fresh and attempt == 1) then
-            return nil, "redis: " .. name .. " failed: " .. err
-        end
-    end
+    return self.conn:command(...)
 end
 
 -- Closes the hiredis connection (outside nginx); a no-op in nginx, where

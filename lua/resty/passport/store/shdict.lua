@@ -21,6 +21,8 @@
 -- Unlike the Redis store's cache_ttl (an lrucache per worker), entries here
 -- are shared by all workers and can be dropped from any of them; a hit
 -- costs a shared-memory lookup under a lock instead of a Lua table read.
+local host = require "resty.passport.host"
+
 local error = error
 local floor = math.floor
 local pairs = pairs
@@ -28,7 +30,7 @@ local setmetatable = setmetatable
 local tostring = tostring
 local type = type
 
-local ngx = ngx
+local ngx = ngx -- nil in plain LuaJIT
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -54,7 +56,7 @@ function _M.new(opts)
                   .. " expected, got " .. type(v) .. ")", 2)
         end
     end
-    if not (ngx and ngx.shared) then
+    if not (host.in_nginx and ngx.shared) then
         error("shdict store needs nginx (ngx.shared)", 2)
     end
     local dict = opts.dict and ngx.shared[opts.dict]

@@ -4,7 +4,7 @@
 -- frames until the client closes: ping -> pong, close -> close.  It does no
 -- auth and keeps no state, so the guard and no-auth rows differ only by what
 -- the gateway does in front of it.
-local frame = require "resty.passport.frame"
+local frame = require "resty.passport.ws.frame"
 
 local accept = frame.accept_key(ngx.var.http_sec_websocket_key)
 if not accept or ngx.var.http_upgrade == nil then
@@ -29,32 +29,32 @@ if not ok then
     return ngx.exit(444)
 end
 
-local byte = string.byte
-local band = bit.band
+-- One frame's header: the table frame.parse_header gives, or nil.
+local function read_header()
+    local head, err = sock:receive(2)
+    if not head then return nil, err end
+    local h, why, more = frame.parse_header(head, true)
+    if why == "need" then
+        local rest = sock:receive(more)
+        if not rest then return nil end
+        h = frame.parse_header(head .. rest, true)
+    end
+    return h
+end
+
 while true do
-    local h, err = sock:receive(2)
+    local h, err = read_header()
     if not h then
         if err == "timeout" then goto continue end
         break
     end
     do
-        local b1, b2 = byte(h, 1, 2)
-        local opcode, len = band(b1, 0x0f), band(b2, 0x7f)
-        if len == 126 then
-            local x = sock:receive(2)
-            if not x then break end
-            local hi, lo = byte(x, 1, 2)
-            len = hi * 256 + lo
-        elseif len == 127 then
-            break -- never sent by the load generator
-        end
-        local mask = sock:receive(4)
-        local payload = len > 0 and sock:receive(len) or ""
-        if not mask or not payload then break end
-        payload = frame.unmask(payload, mask)
-        if opcode == 0x9 then
+        local payload = h.payload_len > 0 and sock:receive(h.payload_len) or ""
+        if not payload then break end
+        payload = frame.unmask(payload, h.mask)
+        if h.opcode == frame.PING then
             sock:send(frame.encode("pong", payload))
-        elseif opcode == 0x8 then
+        elseif h.opcode == frame.CLOSE then
             sock:send(frame.encode("close", payload:sub(1, 2)))
             break
         end

@@ -8,6 +8,7 @@
 --   passport.init_worker{...}; passport.emit{...}
 --   passport.filter_sockets_by_user(fn); passport.sockets_of(user)
 local authorize = require "resty.passport.authorize"
+local nginx = require "resty.passport.nginx"
 
 local require = require
 
@@ -16,7 +17,7 @@ local _M = { _VERSION = "0.1.0" }
 _M.messages = authorize.messages
 
 function _M.authorize(opts)
-    return authorize.new(opts)
+    return nginx.authorize(opts)
 end
 
 -- A connect-redis compatible store (resty.passport.store.redis).

@@ -14,8 +14,9 @@ local cjson = require "cjson"
 
 local SECRET = "cluster spec secret"
 
--- One gateway node; logout is the init_worker option as Lua source.
-local function gateway(name, redis_port, logout)
+-- One gateway node; logout is the init_worker option as Lua source, and
+-- store_opts more passport.redis options (Lua source, e.g. "check_expires = true").
+local function gateway(name, redis_port, logout, store_opts)
     return nginx_server.start {
         workers = 2,
         http = ([[
@@ -23,7 +24,7 @@ local function gateway(name, redis_port, logout)
         local passport = require "resty.passport"
         -- the app's users, as its deserializeUser sees them
         local USERS = { [0] = { "zero", "user" }, [1] = { "ann", "admin" }, [2] = { "bob", "user" } }
-        store = passport.redis { port = %d }
+        store = passport.redis { port = %d, %s }
         auth = passport.authorize { secret = %q, store = store,
             deserialize_user = function(id)
                 local u = USERS[id]
@@ -37,7 +38,7 @@ local function gateway(name, redis_port, logout)
             logout = %s,
         }
     }
-]]):format(redis_port, SECRET, logout),
+]]):format(redis_port, store_opts or "", SECRET, logout),
         server = ([[
         location = /ws {
             content_by_lua_block {
@@ -270,5 +271,79 @@ describe("logout without keyspace notifications", function()
         socket.sleep(0.5) -- more revalidation rounds: ann stays
         assert.is_true(clients:state("ann").open)
         assert.truthy(gw:error_log():match("keyspace notifications are off"))
+    end)
+end)
+
+-- A record whose cookie.expires has passed while its Redis key lives: the
+-- handshake and logout's revalidation must give one verdict (session.logged_in
+-- with the store's check_expires).  connect-redis trusts the key's TTL, so
+-- Express, and the gateway by default, admit it; check_expires refuses it.
+describe("the handshake and revalidation agree on a passed cookie.expires", function()
+    local redis, clients
+    local gateways = {}
+    local EXPIRED = '{"cookie":{"originalMaxAge":3600000,"expires":"2000-01-01T00:00:00.000Z"},'
+                    .. '"passport":{"user":%d}}'
+    local LIVE = '{"cookie":{"originalMaxAge":3600000,"expires":"2099-01-01T00:00:00.000Z"},'
+                 .. '"passport":{"user":%d}}'
+
+    local function cookie_for(sid)
+        return "connect.sid=" .. require("resty.passport.cookie").sign(sid, SECRET)
+    end
+
+    -- Rewrites a session in place: the key keeps its TTL, and the keyspace
+    -- `set` event makes the gateway re-check the session's sockets.
+    local function rewrite(sid, record)
+        assert.equal("OK", redis:call("SET", "sess:" .. sid, record, "KEEPTTL"))
+    end
+
+    setup(function()
+        redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } }
+        for sid, record in pairs { exp1 = EXPIRED:format(1), ctl1 = LIVE:format(2),
+                                   exp2 = EXPIRED:format(1), live2 = LIVE:format(2) } do
+            assert.equal("OK", redis:call("SET", "sess:" .. sid, record, "EX", "3600"))
+        end
+        gateways.off = gateway("off", redis.port, "{}")
+        gateways.on = gateway("on", redis.port, "{}", "check_expires = true")
+        wait_subscribers(gateways.off, 4)
+        clients = ws_clients.start()
+    end)
+
+    teardown(function()
+        if clients then clients:stop() end
+        for _, gw in pairs(gateways) do gw:stop() end
+        if redis then redis:stop() end
+    end)
+
+    it("check_expires off: admitted, and a re-check keeps it open", function()
+        local url = "ws://127.0.0.1:" .. gateways.off.port .. "/ws"
+        clients:open("exp1", url, cookie_for("exp1"))
+        clients:open("ctl1", url, cookie_for("ctl1"))
+        for _, id in ipairs { "exp1", "ctl1" } do
+            assert(clients:wait(id, function(s) return #s.messages >= 1 end), id .. " not admitted")
+        end
+        assert.equal("ann", cjson.decode(clients:state("exp1").messages[1].data).hello)
+        rewrite("exp1", EXPIRED:format(1))
+        -- a control session rewritten after it, logged out: its re-check closes it
+        rewrite("ctl1", '{"cookie":{"originalMaxAge":3600000},"passport":{}}')
+        local ctl = assert(clients:wait("ctl1", function(s) return s.close ~= nil end, 3))
+        assert.equal(4401, ctl.close.code)
+        socket.sleep(0.3)
+        local st = clients:state("exp1")
+        assert.is_nil(st.close, st.close and cjson.encode(st.close))
+        clients:send("exp1", "mine")
+        assert(clients:wait("exp1", function(s) return #s.messages >= 2 end), "exp1 stopped answering")
+    end)
+
+    it("check_expires on: refused with \"No session found\", and a re-check closes it", function()
+        local url = "ws://127.0.0.1:" .. gateways.on.port .. "/ws"
+        clients:open("exp2", url, cookie_for("exp2"))
+        local st = assert(clients:wait("exp2", function(s) return s.close ~= nil end, 3))
+        assert.equal(401, st.status)
+        assert.equal("No session found", cjson.decode(st.error).error)
+        clients:open("live2", url, cookie_for("live2"))
+        assert(clients:wait("live2", function(s) return #s.messages >= 1 end), "live2 not admitted")
+        rewrite("live2", EXPIRED:format(2))
+        st = assert(clients:wait("live2", function(s) return s.close ~= nil end, 3))
+        assert.same({ 4401, "session ended" }, { st.close.code, st.close.reason })
     end)
 end)

@@ -52,6 +52,11 @@ describe("passport.websocket", function()
                     end
                     if m == "close-me" then
                         s:close(4000, "asked")
+                    elseif m == "fields" then
+                        local names = {}
+                        for k in pairs(s) do names[#names + 1] = k end
+                        table.sort(names)
+                        s:send(table.concat(names, " "))
                     else
                         s:send(t .. ":" .. m, t == "binary")
                     end
@@ -176,6 +181,14 @@ describe("passport.websocket", function()
             assert.equal("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", rh["sec-websocket-accept"])
             assert.equal("v2", rh["sec-websocket-protocol"]) -- the server's order
             assert.matches("^hello u1 v2 ", greet.payload)
+            c:close()
+        end)
+
+        it("keeps a socket at rest within 16 fields (one 16-slot hash part), a subprotocol included", function()
+            local c = open(1, "/ws", { ["Sec-WebSocket-Protocol"] = "v1" })
+            c:send_frame("text", "fields")
+            assert.equal("_key _sid _slot data id last_seen opts protocol q_bytes q_head q_tail queue "
+                         .. "sema sock state user", assert(c:read_frame(2)).payload)
             c:close()
         end)
 

@@ -17,7 +17,7 @@ local M = {}
 local Clients = {}
 Clients.__index = Clients
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = proc.q
 
 local function esc(s)
     return (tostring(s):gsub("[^%w%-_%.~]", function(c) return ("%%%02X"):format(c:byte()) end))

@@ -10,7 +10,7 @@
 --   local code, reason = c:read_close(2)  -- skips data frames until a close
 --   c:close()
 local socket = require "socket"
-local frame = require "resty.passport.frame"
+local frame = require "resty.passport.ws.frame"
 
 local M = {}
 local Client = {}
@@ -139,7 +139,7 @@ function Client:read_close(timeout)
     while true do
         local f, err = self:read_frame(timeout)
         if not f then return nil, err, seen end
-        if f.opcode == 0x8 then
+        if f.opcode == frame.CLOSE then
             local code, reason = frame.parse_close(f.payload)
             return code, reason, seen
         end

@@ -1,7 +1,7 @@
--- resty.passport.frame: RFC 6455 frames, its examples first (section 5.7
+-- resty.passport.ws.frame: RFC 6455 frames, its examples first (section 5.7
 -- and the handshake in 1.3), then every protocol error, UTF-8 edge cases
 -- and close codes.
-local frame = require "resty.passport.frame"
+local frame = require "resty.passport.ws.frame"
 
 local char = string.char
 local rep = string.rep
@@ -141,6 +141,28 @@ describe("frame.parse_header with partial input", function()
         assert.equal("unknown opcode", err)
         _, err = frame.parse_header(bytes(0x82, 0x7F), true)
         assert.equal("client frame not masked", err)
+    end)
+end)
+
+describe("frame.client_header (the socket's read loop)", function()
+    it("reads a masked frame without a table", function()
+        local s = frame.encode("text", "Hello", true, "\1\2\3\4")
+        local opcode, fin, len, mask, header_len = frame.client_header(s, 1000)
+        assert.same({ frame.TEXT, true, 5, "\1\2\3\4", 6 }, { opcode, fin, len, mask, header_len })
+        assert.equal("Hello", frame.unmask(s:sub(header_len + 1), mask))
+    end)
+
+    it("says need, as parse_header does", function()
+        local s = frame.encode("binary", rep("x", 70000), true, "\1\2\3\4")
+        assert.same({ nil, "need", 12 }, { frame.client_header(s:sub(1, 2), 2 ^ 53 - 1) })
+    end)
+
+    it("gives each error with the close code to answer it with", function()
+        assert.same({ nil, "frame too large", frame.CLOSE_TOO_BIG },
+                    { frame.client_header(bytes(0x82, 0x85), 4) })
+        assert.same({ nil, "client frame not masked", frame.CLOSE_PROTOCOL_ERROR },
+                    { frame.client_header(bytes(0x81, 0x00), 10) })
+        assert.same({ nil, "unknown opcode", 1002 }, { frame.client_header(bytes(0x83, 0x80), 10) })
     end)
 end)
 
@@ -408,6 +430,17 @@ describe("frame close payloads", function()
                     { frame.parse_close("\3\232\xC0\x80") })
         assert.same({ nil, "invalid UTF-8" },
                     { frame.parse_close("\3\232\xE2\x82") })
+    end)
+
+    it("names the close codes and says which may be sent", function()
+        assert.same({ 1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009 },
+                    { frame.CLOSE_NORMAL, frame.CLOSE_GOING_AWAY, frame.CLOSE_PROTOCOL_ERROR,
+                      frame.CLOSE_NO_STATUS, frame.CLOSE_ABNORMAL, frame.CLOSE_INVALID_DATA,
+                      frame.CLOSE_POLICY, frame.CLOSE_TOO_BIG })
+        assert.is_true(frame.close_code_ok(4401))
+        for _, c in ipairs { 1005, 1006, 999, "1000" } do
+            assert.is_false(frame.close_code_ok(c))
+        end
     end)
 
     it("builds payloads and refuses codes that must not be sent", function()

@@ -1,7 +1,6 @@
--- The per-worker socket registry and the RESP buffer parser: plain Lua,
--- no nginx needed.
+-- The per-worker socket registry and the RESP parser: plain Lua, no nginx
+-- needed.
 local registry = require "resty.passport.registry"
-local resp = require "resty.passport.resp"
 
 local function sock(user, sid, serialized)
     return { user = user, _key = registry.key_of(serialized), _sid = sid }
@@ -59,33 +58,21 @@ describe("registry", function()
         assert.equal(0, registry.count())
     end)
 
+    it("keys table users by the configured user_key", function()
+        registry.configure { user_key = "uid" }
+        assert.equal("n7", registry.key_of({ uid = 7, id = 1 }))
+        assert.has_error(function() registry.of_user({ id = 1 }) end, "bad argument #1 to 'sockets_of' "
+            .. "(a passport.user value expected: string, number, boolean, or a table with 'uid')")
+        registry.configure {} -- nothing given: unchanged
+        assert.equal("n7", registry.key_of({ uid = 7 }))
+        registry.configure { user_key = "id" }
+        assert.equal("s42", registry.key_of({ id = "42" }))
+    end)
+
     it("misuse raises", function()
         assert.has_error(function() registry.filter("x") end)
         assert.has_error(function() registry.of_user({}) end)
-    end)
-end)
-
-describe("resp.parse", function()
-    it("needs more bytes at every cut of a reply, then parses it whole", function()
-        local msg = resp.encode("message", "ch", "a\r\nb")
-        for i = 0, #msg - 1 do
-            local v, err = resp.parse(msg:sub(1, i), 1, 100)
-            assert.is_nil(v)
-            assert.is_nil(err)
-        end
-        local v, pos = resp.parse(msg .. ":7\r\n", 1, 100)
-        assert.same({ "message", "ch", "a\r\nb" }, v)
-        assert.equal(7, (resp.parse(msg .. ":7\r\n", pos, 100)))
-    end)
-
-    it("refuses garbage, oversize values and deep nesting", function()
-        assert.same({ nil, "protocol error" }, { resp.parse("!x\r\n", 1, 10) })
-        assert.matches("exceeds", select(2, resp.parse("$11\r\n", 1, 10)))
-        assert.same({ nil, "protocol error" }, { resp.parse("*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", 1, 10) })
-        assert.same({ nil, "protocol error" }, { resp.parse(("x"):rep(100), 1, 10) })
-        assert.same({ "-ERR no", 10 }, { resp.parse("-ERR no\r\n", 1, 10) })
-        assert.same({ false, 6 }, { resp.parse("$-1\r\n", 1, 10) })
-        -- a bulk length that lies: the bytes after it are not CRLF
-        assert.same({ nil, "protocol error" }, { resp.parse("$2\r\nabXY", 1, 10) })
+        assert.has_error(function() registry.configure("id") end)
+        assert.has_error(function() registry.configure { user_key = 1 } end)
     end)
 end)

@@ -10,11 +10,11 @@ local express_sid = cookie.express_sid
 local session_cookie = cookie.session_cookie
 local unsign = cookie.unsign
 local decode_session = session.decode
+local logged_in = session.logged_in
+local now_ms = host.now_ms
 local json_decode = cjson.decode
 local error = error
-local getmetatable = getmetatable
 local ipairs = ipairs
-local pairs = pairs
 local lower = string.lower
 local pcall = pcall
 local rawget = rawget
@@ -70,7 +70,9 @@ local function opt_function(opts, name)
     return f
 end
 
-function _M.new(opts)
+-- class_mt: the metatable of the object returned (nginx.lua adds access()
+-- to the methods here); defaults to the host-neutral one.
+function _M.new(opts, class_mt)
     if type(opts) ~= "table" then
         error("bad argument #1 to 'authorize' (table expected, got "
               .. type(opts) .. ")", 2)
@@ -150,7 +152,7 @@ function _M.new(opts)
         accept_timeout = timeout,
         max_header_size = max_header,
         identity_headers = headers or nil,
-    }, mt)
+    }, class_mt or mt)
 end
 
 local function failure(message, is_error, status, reason)
@@ -232,12 +234,14 @@ local function identify(self, data, cookie_header, origin, query_value)
     if not s then
         return fail
     end
-    if not s.passport then
+    local check_expires = self.store and self.store.check_expires
+    local live, why, detail = logged_in(s, check_expires and now_ms() or nil, check_expires)
+    if not live then
+        if why == "expired" then
+            return failure(MSG.no_session, false, 401, "session expired")
+        end
         -- passport >= 0.6 leaves anonymous sessions without the key.
-        return failure(MSG.no_passport, false, 401)
-    end
-    if not s.user_ok then
-        return failure(MSG.no_user, false, 401)
+        return failure(detail == "no_passport" and MSG.no_passport or MSG.no_user, false, 401)
     end
     data.serialized_user = s.user
     local user = s.user
@@ -308,16 +312,17 @@ local function decide(self, data, fail)
     return true
 end
 
--- The whole handshake.  headers/query may be tables (check) or getters
--- (access, where they are read from nginx only when a callback asks).
-function _M.verify(self, cookie_header, origin, query_value, headers, query,
-                   get_headers, get_query)
+-- The whole handshake.  headers and query are tables (check) or getters
+-- (nginx, where they are read only when a callback asks for them).
+function _M.verify(self, cookie_header, origin, query_value, headers, query)
+    local hget = type(headers) == "function"
+    local qget = type(query) == "function"
     local data = setmetatable({
         user = { logged_in = false },
-        headers = headers,
-        query = query,
-        _get_headers = get_headers,
-        _get_query = get_query,
+        headers = not hget and headers or nil,
+        query = not qget and query or nil,
+        _get_headers = hget and headers or nil,
+        _get_query = qget and query or nil,
     }, data_mt)
     local fail = identify(self, data, cookie_header, origin, query_value)
     local ok, f = decide(self, data, fail)
@@ -338,7 +343,7 @@ end
 -- Any host: req = { headers = {...}, query = {...} }.
 -- Returns true, data | false, message, is_error, data.
 function _M.check(self, req)
-    if type(self) ~= "table" or getmetatable(self) ~= mt then
+    if type(self) ~= "table" or rawget(self, "ring") == nil then
         error("use auth:check(req), not auth.check(req)", 2)
     end
     if type(req) ~= "table" then
@@ -351,77 +356,6 @@ function _M.check(self, req)
     local query_value = self.query_key and query[self.query_key]
     if type(query_value) ~= "string" then query_value = nil end
     return self:verify(cookie_header, origin, query_value, headers, query)
-end
-
--- nginx access phase, in front of proxy_pass to a socket.io or WebSocket
--- upstream.  Accept: ngx.ctx.passport = data and identity headers for the
--- upstream.  Reject: 401, 403 or 503 with {"error": message}.
-local ngx = ngx -- luacheck: ignore 211 (nil outside nginx)
-
-local function set_identity(names, data)
-    local set_header = ngx.req.set_header
-    if names.logged_in then
-        set_header(names.logged_in, data.user.logged_in and "true" or "false")
-    end
-    if names.user and data.user.logged_in then
-        local json, err = cjson.encode(data.user)
-        if json then
-            set_header(names.user, json)
-        else
-            host.log("warn", "passport: user not sent upstream: " .. err)
-        end
-    end
-end
-
-function _M.access(self)
-    if type(self) ~= "table" or getmetatable(self) ~= mt then
-        error("use auth:access(), not auth.access()", 2)
-    end
-    local var = ngx.var
-    local names = self.identity_headers
-    if names then
-        -- Whatever the client sent under these names must not reach the app.
-        local clear = ngx.req.clear_header
-        for _, name in pairs(names) do clear(name) end
-    end
-    local query_value
-    if self.query_var then
-        query_value = var[self.query_var]
-        if query_value then query_value = ngx.unescape_uri(query_value) end
-    end
-    local ok, msg, is_error, data = self:verify(var.http_cookie, var.http_origin,
-                                                query_value, nil, nil,
-                                                ngx.req.get_headers, ngx.req.get_uri_args)
-    if ok then
-        ngx.ctx.passport = msg
-        if names then set_identity(names, msg) end
-        return true
-    end
-    return _M.reject(msg, is_error, data)
-end
-
--- The HTTP answer to a refused handshake: status, {"error": message}.
-function _M.respond_error(status, msg, extra)
-    ngx.status = status
-    ngx.header["Content-Type"] = "application/json"
-    ngx.header["Cache-Control"] = "no-store"
-    if extra then
-        for k, v in pairs(extra) do ngx.header[k] = v end
-    end
-    local body = cjson.encode({ error = msg })
-    ngx.header["Content-Length"] = #body
-    ngx.print(body)
-    return ngx.exit(status)
-end
-
--- Logs a verify() failure (no secrets, no cookie values) and answers it:
--- 401 no or invalid session, 403 policy or Origin, 503 store error.
-function _M.reject(msg, is_error, data)
-    local status = data.status or (is_error and 503 or 401)
-    local why = data.reason and " [" .. data.reason .. "]" or ""
-    host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
-             .. msg:gsub("\n", " ") .. why)
-    return _M.respond_error(status, msg)
 end
 
 return _M

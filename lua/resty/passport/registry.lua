@@ -1,6 +1,8 @@
--- This worker's WebSockets: a dense list for filters, and indexes by user
--- key and by session id so that sockets_of() and logout reach their
--- sockets without a scan.
+-- This worker's sockets, whatever their protocol: a dense list for
+-- filters, and indexes by user key and by session id so that sockets_of()
+-- and logout reach their sockets without a scan.  Plain data: a socket is
+-- any table with user, _key (key_of its passport.user) and _sid; the
+-- registry writes only socket._slot.
 --
 -- A user key is the serialized passport.user with its type, so that the
 -- user 1 and the user "1" stay apart as they do in passport: "n1", "s1".
@@ -10,7 +12,6 @@ local format = string.format
 local getmetatable = getmetatable
 local next = next
 local setmetatable = setmetatable
-local tostring = tostring
 local type = type
 
 local _M = { _VERSION = "0.1.0" }
@@ -20,13 +21,28 @@ local count = 0
 local by_user = {}    -- key -> { [socket] = true }
 local by_sid = {}     -- session id -> { [socket] = true }
 
-_M.user_key = "id"
+local user_key = "id"
+
+-- registry.configure{ user_key = "id" }: which field stands for a table
+-- passport.user (passport.init_worker's option).
+function _M.configure(opts)
+    if type(opts) ~= "table" then
+        error("bad argument #1 to 'configure' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    if opts.user_key ~= nil then
+        if type(opts.user_key) ~= "string" then
+            error("bad option 'user_key' to 'configure' (string expected, got "
+                  .. type(opts.user_key) .. ")", 2)
+        end
+        user_key = opts.user_key
+    end
+end
 
 -- The key of a passport.user value, or nil when it has none.
-local function key_of(v, field)
+local function key_of(v)
     local t = type(v)
     if t == "table" then
-        v = v[field or _M.user_key]
+        v = v[user_key]
         t = type(v)
     end
     if t == "string" then
@@ -131,7 +147,7 @@ function _M.of_user(user)
     local k = key_of(user)
     if k == nil then
         error("bad argument #1 to 'sockets_of' (a passport.user value expected: "
-              .. "string, number, boolean, or a table with '" .. tostring(_M.user_key)
+              .. "string, number, boolean, or a table with '" .. user_key
               .. "')", 3)
     end
     return entry_to_array(by_user[k])

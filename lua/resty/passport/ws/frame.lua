@@ -1,9 +1,12 @@
 -- RFC 6455 frames (C core through FFI): the handshake's accept key, header
--- parsing and encoding, unmasking, UTF-8 validation and close payloads.
--- Pure functions on strings; the socket loop is built on top of them.
+-- parsing and encoding, unmasking, UTF-8 validation and close payloads, and
+-- the opcodes and close codes by name.  Pure functions on strings; the
+-- socket core (ws/socket.lua) is built on top of them.
+--
+-- "Not enough bytes yet" is said one way: nil, "need", n (n more bytes).
 local ffi = require "ffi"
 local bit = require "bit"
-local core = require "resty.passport.core"
+local core = require "resty.passport.ffi"
 
 local C = core.C
 local reasons = core.reasons
@@ -24,14 +27,19 @@ local _M = {
     -- Opcodes by name, for encode and for reading header.opcode.
     CONTINUATION = 0x0, TEXT = 0x1, BINARY = 0x2,
     CLOSE = 0x8, PING = 0x9, PONG = 0xA,
+    -- Close codes by name (RFC 6455 7.4.1).  NO_STATUS and ABNORMAL are
+    -- never sent: they report an empty close payload and a vanished peer.
+    CLOSE_NORMAL = 1000, CLOSE_GOING_AWAY = 1001, CLOSE_PROTOCOL_ERROR = 1002,
+    CLOSE_NO_STATUS = 1005, CLOSE_ABNORMAL = 1006, CLOSE_INVALID_DATA = 1007,
+    CLOSE_POLICY = 1008, CLOSE_TOO_BIG = 1009,
 }
 
 -- Largest payload length a Lua number holds exactly: the default maximum.
 local MAX_EXACT = 2 ^ 53 - 1
 
 local opcodes = {
-    continuation = 0x0, text = 0x1, binary = 0x2,
-    close = 0x8, ping = 0x9, pong = 0xA,
+    continuation = _M.CONTINUATION, text = _M.TEXT, binary = _M.BINARY,
+    close = _M.CLOSE, ping = _M.PING, pong = _M.PONG,
 }
 
 local accept_buf = ffi_new("char[28]")
@@ -40,6 +48,26 @@ local code_out = ffi_new("int[1]")
 local state_one = ffi_new("uint32_t[1]")
 
 local get_buf = core.get_buf
+
+-- What a peer's bad text is called, cut off or not (recv's err, for 1007).
+_M.INVALID_UTF8 = reasons[C.RP_EUTF8]
+local INCOMPLETE = "incomplete UTF-8 sequence"
+
+-- A failed header parse (rc < 0): its reason.
+local function header_error(rc)
+    return reasons[rc] or "error " .. rc
+end
+
+-- The close code for a parse error, for the close frame we answer with.
+local function close_code_for(err)
+    if err == reasons[C.RP_EBIGFRAME] then
+        return _M.CLOSE_TOO_BIG
+    elseif err == reasons[C.RP_EUTF8] or err == INCOMPLETE then
+        return _M.CLOSE_INVALID_DATA
+    end
+    return _M.CLOSE_PROTOCOL_ERROR
+end
+_M.close_code_for = close_code_for
 
 -- Sec-WebSocket-Accept for a Sec-WebSocket-Key, or nil and a reason.
 function _M.accept_key(key)
@@ -73,7 +101,7 @@ function _M.parse_header(str, require_mask, max_len, rsv_allowed)
     if rc > 0 then
         return nil, "need", rc
     elseif rc < 0 then
-        return nil, reasons[rc] or "error " .. rc
+        return nil, header_error(rc)
     end
     local masked = hdr.masked ~= 0
     return {
@@ -85,6 +113,22 @@ function _M.parse_header(str, require_mask, max_len, rsv_allowed)
         payload_len = tonumber(hdr.payload_len),
         header_len = hdr.header_len,
     }
+end
+
+-- The header of a client (masked) frame at the start of str, for a read
+-- loop: no table, no argument checks (max_len is the caller's own limit).
+-- Returns opcode, fin, payload_len, mask, header_len; or nil, "need", n;
+-- or nil, reason, close_code.
+function _M.client_header(str, max_len)
+    local rc = C.rp_ws_parse_header(str, #str, 1, 0, max_len, hdr)
+    if rc > 0 then
+        return nil, "need", rc
+    elseif rc < 0 then
+        local why = header_error(rc)
+        return nil, why, close_code_for(why)
+    end
+    return hdr.opcode, hdr.fin ~= 0, tonumber(hdr.payload_len),
+           ffi_string(hdr.mask, 4), hdr.header_len
 end
 
 local function check_key(key, fname, argn)
@@ -154,7 +198,7 @@ function _M.utf8_valid(str)
     if rc == 0 then
         return true
     elseif rc > 0 then
-        return nil, "incomplete UTF-8 sequence"
+        return nil, INCOMPLETE
     end
     return nil, reasons[rc]
 end
@@ -188,7 +232,7 @@ function validator:finish()
         if self.state[0] == 0xFFFFFFFF then
             return nil, reasons[C.RP_EUTF8]
         end
-        return nil, "incomplete UTF-8 sequence"
+        return nil, INCOMPLETE
     end
     return true
 end
@@ -212,6 +256,12 @@ function _M.parse_close(payload)
     return code_out[0], payload:sub(3)
 end
 
+-- Whether code may be sent in a close frame.
+local function close_code_ok(code)
+    return type(code) == "number" and C.rp_ws_close_code_ok(code) ~= 0
+end
+_M.close_code_ok = close_code_ok
+
 -- A close frame's payload for code (nil: empty) and reason (UTF-8, at most
 -- 123 bytes).
 function _M.close_payload(code, reason)
@@ -222,7 +272,7 @@ function _M.close_payload(code, reason)
         end
         return ""
     end
-    if type(code) ~= "number" or C.rp_ws_close_code_ok(code) == 0 then
+    if not close_code_ok(code) then
         error("bad argument #1 to 'close_payload' (valid close code "
               .. "expected)", 2)
     end
@@ -233,17 +283,6 @@ function _M.close_payload(code, reason)
               .. "123 bytes expected)", 2)
     end
     return char(rshift(code, 8), band(code, 0xFF)) .. reason
-end
-
--- The close code for a parse error, for the close frame we answer with.
-function _M.close_code_for(err)
-    if err == reasons[C.RP_EBIGFRAME] then
-        return 1009
-    elseif err == reasons[C.RP_EUTF8] or err == "incomplete UTF-8 sequence"
-    then
-        return 1007
-    end
-    return 1002
 end
 
 return _M

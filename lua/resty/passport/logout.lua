@@ -1,0 +1,227 @@
+-- Logout: the sockets of a session that ends are closed (4401 "session
+-- ended"); other sessions' sockets stay.  Two ways to see it, chosen per
+-- subscriber connection: Redis keyspace events on the session prefix
+-- (del, expired, evicted, rename_from: ended; set: re-checked), or, where
+-- the server does not send them, re-reading the open sessions every
+-- revalidate_interval.  A record's verdict is session.logged_in, the
+-- handshake's own rule, with the store's check_expires.
+--
+-- It also keeps the store's coherent cache true: each keyspace event drops
+-- its key, and the cache is live only while the subscription is confirmed.
+--
+-- The hooks of bus.lua's subscriber (redis/pubsub.lua):
+--   prepare = logout.prepare, on_pmessage = logout.on_event,
+--   on_up = logout.on_up, on_down = logout.on_down
+local registry = require "resty.passport.registry"
+local session = require "resty.passport.session"
+local host = require "resty.passport.host"
+
+local ngx = ngx
+local decode = session.decode
+local logged_in = session.logged_in
+local now_ms = host.now_ms
+local find = string.find
+local gsub = string.gsub
+local math_min = math.min
+local pcall = pcall
+local sub = string.sub
+local timer_at = ngx.timer.at
+local timer_every = ngx.timer.every
+local tostring = tostring
+local type = type
+local unpack = unpack
+
+local _M = { _VERSION = "0.1.0" }
+
+-- Close code and reason for the sockets of an ended session.
+local CLOSE_SESSION_ENDED, ENDED_REASON = 4401, "session ended"
+local ENDED = { del = true, expired = true, evicted = true, rename_from = true }
+local MGET_BATCH = 100
+
+-- This worker's: the store, the options, the keyspace channel prefix.
+local store, conf, ks_prefix
+
+-- logout.options(v) --> the normalized options of init_worker's `logout`,
+-- false when it is off, or nil and what is wrong with them.
+function _M.options(v)
+    if v == false then return false end
+    if v == nil then v = {} end
+    if type(v) ~= "table" then return nil, "table or false expected" end
+    local iv = v.revalidate_interval
+    if iv ~= nil and iv ~= false and (type(iv) ~= "number" or iv <= 0) then
+        return nil, "revalidate_interval: positive number of seconds or false expected"
+    end
+    if v.events ~= nil and type(v.events) ~= "boolean" then
+        return nil, "events: boolean expected"
+    end
+    return {
+        events = v.events,
+        configure = v.configure == true,
+        revalidate_set = iv ~= nil,
+        revalidate_interval = iv == nil and 1 or (iv or nil),
+    }
+end
+
+-- logout.start(store, options): this worker watches store's sessions.
+function _M.start(s, options)
+    store, conf = s, options
+    ks_prefix = "__keyspace@" .. s.db .. "__:" .. s.prefix
+end
+
+---------------------------------------------------------------------------
+-- Closing.
+
+local function session_ended(sid, why)
+    local socks = registry.of_sid(sid)
+    for i = 1, #socks do
+        socks[i]:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+    end
+    if socks[1] then
+        host.log("info", "passport: " .. #socks .. " socket(s) closed: session " .. why)
+    end
+end
+
+-- One record read back (json: false when the key is gone): a session that
+-- is no longer logged in, or is now another user's, closes its sockets.
+local function check(sid, json, now)
+    if not json then
+        return session_ended(sid, "gone")
+    end
+    local s = decode(json)
+    local ok, why = false, "logged out"
+    if s then ok, why = logged_in(s, now, store.check_expires) end
+    if not ok then
+        return session_ended(sid, why)
+    end
+    local key = registry.key_of(s.user)
+    local socks = registry.of_sid(sid)
+    for i = 1, #socks do
+        if socks[i]._key ~= key then
+            socks[i]:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+        end
+    end
+end
+
+-- Checks the sessions of sids against the store.  A store error closes
+-- nothing.
+local function revalidate(sids)
+    local prefix = store.prefix
+    for first = 1, #sids, MGET_BATCH do
+        local keys, batch = {}, {}
+        for i = first, math_min(first + MGET_BATCH - 1, #sids) do
+            batch[#batch + 1] = sids[i]
+            keys[#keys + 1] = prefix .. sids[i]
+        end
+        local vals, err = store:command("MGET", unpack(keys))
+        if type(vals) ~= "table" then
+            host.log("warn", "passport: revalidation skipped: " .. tostring(err or "bad reply"))
+            return
+        end
+        local now = now_ms()
+        for i = 1, #batch do check(batch[i], vals[i], now) end
+    end
+end
+
+local function revalidate_safely(sids)
+    local ok, err = pcall(revalidate, sids)
+    if not ok then host.log("err", "passport: revalidation failed: " .. tostring(err)) end
+end
+
+local revalidating = false
+local function revalidate_all(premature)
+    if premature or revalidating then return end
+    revalidating = true
+    revalidate_safely(registry.sids())
+    revalidating = false
+end
+
+local function revalidate_one(premature, sid)
+    if premature then return end
+    revalidate_safely({ sid })
+end
+
+local periodic_started = false
+local function start_periodic()
+    local interval = conf.revalidate_interval
+    if periodic_started or not interval then return end
+    local ok, err = timer_every(interval, revalidate_all)
+    if ok then
+        periodic_started = true
+    else
+        host.log("err", "passport: cannot start revalidation: " .. err)
+    end
+end
+
+---------------------------------------------------------------------------
+-- The subscriber's hooks.
+
+-- true when the server sends the keyspace events logout needs.
+local function events_usable(flags)
+    if type(flags) ~= "string" or not find(flags, "K", 1, true) then return false end
+    return find(flags, "A", 1, true) or (find(flags, "g", 1, true) and find(flags, "x", 1, true))
+end
+
+-- The notify-keyspace-events flags, turned on when configure asks for it.
+local function keyspace_flags()
+    local reply, err = store:command("CONFIG", "GET", "notify-keyspace-events")
+    local flags = type(reply) == "table" and reply[2] or nil
+    if not events_usable(flags) and conf.configure and flags then
+        local ok
+        ok, err = store:command("CONFIG", "SET", "notify-keyspace-events", flags .. "Kgxe$")
+        if ok then flags = flags .. "Kgxe$" end
+    end
+    return flags, err
+end
+
+-- Before each subscriber connection: keyspace events or revalidation.
+-- Returns the patterns to PSUBSCRIBE (or nil) and whether the server said
+-- it sends the events (a coherent cache trusts nothing less).
+function _M.prepare()
+    local patterns = { "__keyspace@" .. store.db .. "__:"
+                       .. gsub(store.prefix, "[%*%?%[%]\\]", "\\%0") .. "*" }
+    if conf.events == false then
+        start_periodic()
+        return nil
+    end
+    local flags, err = keyspace_flags()
+    if events_usable(flags) then
+        if conf.revalidate_set then start_periodic() end
+        return patterns, true
+    end
+    if not conf.warned then
+        conf.warned = true
+        host.log("warn", "passport: Redis keyspace notifications are off "
+                 .. "(notify-keyspace-events \"" .. tostring(flags or err)
+                 .. "\"): logout is seen by revalidating every "
+                 .. tostring(conf.revalidate_interval) .. " s instead")
+    end
+    start_periodic()
+    if flags then return nil end -- known off: nothing would arrive
+    return patterns
+end
+
+-- A keyspace event on a session key.
+function _M.on_event(_, channel, event)
+    if type(channel) ~= "string" or sub(channel, 1, #ks_prefix) ~= ks_prefix then return end
+    local sid = sub(channel, #ks_prefix + 1)
+    -- any change to the key: a cached copy is stale
+    if store.cache then store:invalidate(sid) end
+    if ENDED[event] then
+        session_ended(sid, event == "expired" and "expired" or "ended")
+    elseif event == "set" and registry.of_sid(sid)[1] then
+        -- rewritten: maybe logged out or another user; check off-loop
+        timer_at(0, revalidate_one, sid)
+    end
+end
+
+-- The subscription is up; confirmed: the keyspace events will come.
+function _M.on_up(confirmed)
+    if confirmed and store.set_coherent then store:set_coherent(true) end
+end
+
+-- The subscription is down: events may be missed from now on.
+function _M.on_down()
+    if store.set_coherent then store:set_coherent(false) end
+end
+
+return _M

@@ -1,5 +1,6 @@
 /*
- * loadgen: a WebSocket / socket.io load generator for bench-e2e (issue 6).
+ * loadgen: a WebSocket / socket.io load generator for bench-e2e,
+ * bench-sockets and the fault specs (spec/integration/fault_*_spec.lua).
  *
  * One thread, one epoll loop, non-blocking sockets.  Every connection sends
  * an RFC 6455 upgrade request with a Cookie header (cookies read from a file,
@@ -27,15 +28,36 @@
  *               report, for several rounds): an HTTP GET of -E on
  *               -Q port; the answer's body (or -e) is how many messages to
  *               expect on the held connections; prints {"event":"emit",...}.
+ *   -m script   the fault specs' driver: -f holds one "<path>\t<Cookie value>"
+ *               line per connection (no tab: a path, no Cookie header); each
+ *               of -r rounds runs every line once, -c at a time, and prints
+ *               "<round> <index> <status> <seen>" per line, in line order:
+ *                 status  the HTTP status; 0 = connect or I/O failure;
+ *                         -1 = timed out
+ *                 seen    the X-Seen-User response header, or with -a frame
+ *                         and hframe the first message's payload; "-" when
+ *                         absent, spaces and newlines as '_'
+ *               -a says what a connection does once the response head is in:
+ *                 close   reset at once (the default)
+ *                 hold    keep an upgraded (101) socket until the round is
+ *                         done, then reset them all at once; the next round
+ *                         connects them all again: a reconnect storm
+ *                 half    on a 101, send the first 16 bytes of a 100-byte
+ *                         masked text frame, then reset
+ *                 frame   on a 101, wait for the first message, then reset
+ *                 hframe  frame, then hold
+ *               Every socket is closed with a reset (SO_LINGER 0): no
+ *               TIME_WAIT, however many rounds of thousands.
  *
  * Failures (refused, reset, EOF, timeouts, protocol errors, unexpected HTTP
  * status) are counted per kind; no connection waits past -T ms, and the
  * whole run has a hard deadline, so it never hangs.  The final report is one
  * JSON line on stdout; CPU time is the process's own (getrusage).
  *
- * usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]
- *        [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]
- *        [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-x] [-v]
+ * usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold|script] [-s]
+ *        [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]
+ *        [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]
+ *        [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -58,7 +81,10 @@
 #define RBUF 4096
 #define MAX_EVENTS 256
 
-enum mode { M_CONNECT, M_REJECT, M_HOLD };
+enum mode { M_CONNECT, M_REJECT, M_HOLD, M_SCRIPT };
+
+/* Script mode: what a connection does once the response head is in. */
+enum action { A_CLOSE, A_HOLD, A_HALF, A_FRAME, A_HFRAME };
 
 enum state {
     S_CONNECTING,   /* connect() in progress */
@@ -87,7 +113,15 @@ struct conn {
     size_t rlen;                /* bytes in rbuf */
     uint64_t skip;              /* payload bytes still to discard */
     int skip_counts;            /* the skipped frame is a data message */
+    size_t line;                /* script mode: the line it runs */
     char rbuf[RBUF];
+};
+
+/* Script mode: one per line, printed at the end of each round. */
+#define SEEN 256
+struct result {
+    int status;
+    char seen[SEEN];
 };
 
 /* options */
@@ -108,10 +142,16 @@ static long emit_expected = -1;
 static double emit_wait = -1;
 static int naddr = 1;
 static int close_rejects;
+static enum action action = A_CLOSE;
+static int rounds = 1;
 
 /* cookies */
 static char **cookies;
 static size_t ncookies, next_cookie;
+
+/* script mode: the cookie file's lines are the script */
+static struct result *results;
+static size_t script_next;
 
 /* stats */
 static long started, ok, rejected, rej_http, rej_sio, rej_close, errors, dropped, held;
@@ -322,6 +362,10 @@ static void unlink_conn(struct conn *c)
 static void destroy(struct conn *c)
 {
     unlink_conn(c);
+    if (mode == M_SCRIPT) {
+        struct linger l = { 1, 0 };
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
     close(c->fd);
     free(c->wbuf);
     free(c);
@@ -336,6 +380,8 @@ static int in_phase(const struct conn *c)
 static void fail(struct conn *c, enum err_kind k)
 {
     if (in_phase(c)) {
+        if (mode == M_SCRIPT) /* an upgraded socket that fails keeps its 101 */
+            results[c->line].status = k == E_TIMEOUT ? -1 : c->state == S_WS ? 101 : 0;
         in_handshake--;
         errors++;
         errs[k]++;
@@ -398,9 +444,59 @@ static int start_close(struct conn *c)
     return 0;
 }
 
+static void wstr(struct conn *c, const char *s)
+{
+    wappend(c, s, strlen(s));
+}
+
+/* The upgrade request: the next cookie of the file on -P's path, or in
+ * script mode the path and cookie of line c->line. */
+static void write_request(struct conn *c)
+{
+    const char *p = path ? path : (sio ? "/socket.io/?EIO=4&transport=websocket" : "/ws");
+    const char *cookie;
+    size_t plen = strlen(p);
+    char hosthdr[64];
+
+    if (mode == M_SCRIPT) {
+        const char *tab = strchr(cookies[c->line], '\t');
+        p = cookies[c->line];
+        plen = tab ? (size_t)(tab - p) : strlen(p);
+        cookie = tab ? tab + 1 : "";
+    } else {
+        cookie = cookies[next_cookie++ % ncookies];
+    }
+    snprintf(hosthdr, sizeof hosthdr, "%s:%d", host, port);
+    wstr(c, "GET ");
+    wappend(c, p, plen);
+    wstr(c, " HTTP/1.1\r\nHost: ");
+    wstr(c, hosthdr);
+    wstr(c, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    wstr(c, ws_key);
+    wstr(c, "\r\nSec-WebSocket-Version: 13\r\n");
+    if (*cookie) {
+        wstr(c, "Cookie: ");
+        wstr(c, cookie);
+        wstr(c, "\r\n");
+    }
+    if (origin) {
+        wstr(c, "Origin: ");
+        wstr(c, origin);
+        wstr(c, "\r\n");
+    }
+    wstr(c, "\r\n");
+}
+
 static int start_conn(void)
 {
     struct sockaddr_in sa;
+    size_t line = 0;
+
+    if (mode == M_SCRIPT) {
+        line = script_next++;
+        results[line].status = 0;
+        strcpy(results[line].seen, "-");
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         errors++;
@@ -422,6 +518,7 @@ static int start_conn(void)
     if (!c)
         die("out of memory");
     c->fd = fd;
+    c->line = line;
     c->t0 = now();
     c->deadline = c->t0 + timeout_s;
     c->state = S_CONNECTING;
@@ -433,23 +530,7 @@ static int start_conn(void)
     started++;
     in_handshake++;
 
-    const char *cookie = cookies[next_cookie++ % ncookies];
-    char hosthdr[64];
-    snprintf(hosthdr, sizeof hosthdr, "%s:%d", host, port);
-    const char *p = path ? path : (sio ? "/socket.io/?EIO=4&transport=websocket" : "/ws");
-    const char *parts[] = {
-        "GET ", p, " HTTP/1.1\r\nHost: ", hosthdr,
-        "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", ws_key,
-        "\r\nSec-WebSocket-Version: 13\r\nCookie: ", cookie, "\r\n",
-    };
-    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
-        wappend(c, parts[i], strlen(parts[i]));
-    if (origin) {
-        wappend(c, "Origin: ", 8);
-        wappend(c, origin, strlen(origin));
-        wappend(c, "\r\n", 2);
-    }
-    wappend(c, "\r\n", 2);
+    write_request(c);
 
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -464,6 +545,70 @@ static int start_conn(void)
         return -1;
     }
     return 0;
+}
+
+/* ---- script mode ---- */
+
+static int on_frames(struct conn *c);
+
+/* What a line saw: n bytes of p, spaces and newlines as '_', "-" if none. */
+static void set_seen(struct result *r, const char *p, size_t n)
+{
+    if (n >= SEEN)
+        n = SEEN - 1;
+    for (size_t i = 0; i < n; i++)
+        r->seen[i] = (p[i] == ' ' || p[i] == '\n' || p[i] == '\r') ? '_' : p[i];
+    r->seen[n] = '\0';
+    if (n == 0)
+        strcpy(r->seen, "-");
+}
+
+/* The X-Seen-User header of the response head [start, end). */
+static void seen_header(struct result *r, const char *start, const char *end)
+{
+    for (const char *p = start; p < end;) {
+        const char *eol = memmem(p, (size_t)(end - p) + 2, "\r\n", 2);
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > 12 && strncasecmp(p, "x-seen-user:", 12) == 0) {
+            const char *v = p + 12;
+            while (*v == ' ')
+                v++;
+            set_seen(r, v, (size_t)(eol - v));
+        }
+        p = eol + 2;
+    }
+}
+
+/* A 101 in, -a close, hold or half: returns -1 if c was freed. */
+static int script_upgraded(struct conn *c)
+{
+    finish_handshake(c, 1, 0);
+    if (action == A_HOLD) {
+        c->state = S_HELD;
+        held++;
+        return on_frames(c);
+    }
+    if (action == A_HALF) {
+        /* the first 16 bytes of a 100-byte masked text frame */
+        unsigned char f[16] = { 0x81, 0x80 | 100, 1, 2, 3, 4 };
+        memset(f + 6, 'x', 10);
+        (void)send(c->fd, f, sizeof f, MSG_NOSIGNAL);
+    }
+    destroy(c);
+    return -1;
+}
+
+/* The round is over: every socket still open is reset at once (a
+ * reconnect storm's drop), and each line's result printed. */
+static void end_round(int round)
+{
+    while (head)
+        destroy(head);
+    held = 0;
+    for (size_t i = 0; i < ncookies; i++)
+        printf("%d %zu %d %s\n", round, i, results[i].status, results[i].seen);
+    fflush(stdout);
 }
 
 /* A data message on an upgraded connection: returns -1 if c was freed. */
@@ -484,6 +629,8 @@ static int on_message(struct conn *c, const char *p, size_t n)
     }
     /* S_WS: the handshake's messages */
     if (!sio) {
+        if (mode == M_SCRIPT)
+            set_seen(&results[c->line], p, n);
         finish_handshake(c, 1, 0);
         goto welcomed;
     }
@@ -526,10 +673,14 @@ static int on_message(struct conn *c, const char *p, size_t n)
     }
     return 0;
 welcomed:
-    if (mode == M_HOLD) {
+    if (mode == M_HOLD || (mode == M_SCRIPT && action == A_HFRAME)) {
         c->state = S_HELD;
         held++;
         return 0;
+    }
+    if (mode == M_SCRIPT) {
+        destroy(c);
+        return -1;
     }
     return start_close(c);
 }
@@ -648,6 +799,15 @@ static int on_http(struct conn *c)
         return -1;
     }
     status = atoi(c->rbuf + 9);
+    if (mode == M_SCRIPT) {
+        results[c->line].status = status;
+        seen_header(&results[c->line], c->rbuf, end);
+        if (status != 101) {
+            finish_handshake(c, 0, 0);
+            destroy(c);
+            return -1;
+        }
+    }
     if (status == 401 || status == 403) {
         finish_handshake(c, 0, 0);
         destroy(c);
@@ -675,6 +835,8 @@ static int on_http(struct conn *c)
     }
     memmove(c->rbuf, c->rbuf + hlen, c->rlen - hlen);
     c->rlen -= hlen;
+    if (mode == M_SCRIPT && action != A_FRAME && action != A_HFRAME)
+        return script_upgraded(c);
     c->state = S_WS;
     c->sio = SIO_OPEN;
     return on_frames(c);
@@ -824,9 +986,11 @@ static void print_emit(void)
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold] [-s] [-P PATH]\n"
-        "  [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS] [-o ORIGIN]\n"
-        "  [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR] [-H HOST] [-x] [-v]\n");
+        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold|script] [-s]\n"
+        "  [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]\n"
+        "  [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]\n"
+        "  [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]\n"
+        "(the modes and options are described at the top of bench/loadgen.c)\n");
     exit(2);
 }
 
@@ -834,7 +998,7 @@ int main(int argc, char **argv)
 {
     const char *cookie_file = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:xv")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': cookie_file = optarg; break;
@@ -842,8 +1006,18 @@ int main(int argc, char **argv)
             if (!strcmp(optarg, "connect")) mode = M_CONNECT;
             else if (!strcmp(optarg, "reject")) mode = M_REJECT;
             else if (!strcmp(optarg, "hold")) mode = M_HOLD;
+            else if (!strcmp(optarg, "script")) mode = M_SCRIPT;
             else usage();
             break;
+        case 'a':
+            if (!strcmp(optarg, "close")) action = A_CLOSE;
+            else if (!strcmp(optarg, "hold")) action = A_HOLD;
+            else if (!strcmp(optarg, "half")) action = A_HALF;
+            else if (!strcmp(optarg, "frame")) action = A_FRAME;
+            else if (!strcmp(optarg, "hframe")) action = A_HFRAME;
+            else usage();
+            break;
+        case 'r': rounds = atoi(optarg); break;
         case 's': sio = 1; break;
         case 'P': path = optarg; break;
         case 'c': concurrency = atoi(optarg); break;
@@ -868,13 +1042,21 @@ int main(int argc, char **argv)
         usage();
     if (mode == M_HOLD && hold_n <= 0)
         die("hold mode needs -N");
-    if (mode != M_HOLD && duration <= 0 && count_limit <= 0)
+    if (mode == M_SCRIPT && (sio || rounds < 1))
+        usage();
+    if (mode != M_HOLD && mode != M_SCRIPT && duration <= 0 && count_limit <= 0)
         duration = 5;
 
     rng ^= (uint64_t)getpid() << 32 ^ (uint64_t)(now() * 1e9);
     make_key();
     read_cookies(cookie_file);
-    raise_nofile((mode == M_HOLD ? hold_n : 0) + 2L * concurrency + 1024);
+    if (mode == M_SCRIPT) {
+        results = calloc(ncookies, sizeof *results);
+        if (!results)
+            die("out of memory");
+    }
+    raise_nofile((mode == M_HOLD ? hold_n : mode == M_SCRIPT ? (long)ncookies : 0)
+                 + 2L * concurrency + 1024);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -892,10 +1074,11 @@ int main(int argc, char **argv)
     t_start = now();
     double end_start = duration > 0 ? t_start + duration : 0;
     long attempts_max = hold_n + (hold_n / 10 > 100 ? hold_n / 10 : 100);
+    /* script mode: bounded by every connection's own deadline */
     double hard_deadline = t_start + (duration > 0 ? duration : 0) + timeout_s + 10
-                           + (mode == M_HOLD ? 3600.0 : 0);
+                           + (mode == M_HOLD ? 3600.0 : mode == M_SCRIPT ? 1e9 : 0);
     double last_scan = t_start, up_at = 0, hold_end = 0, t_up = 0;
-    int up_printed = 0;
+    int up_printed = 0, round = 1;
 
     for (;;) {
         double t = now();
@@ -929,6 +1112,16 @@ int main(int argc, char **argv)
             if (emit_state == 1 && (emit_seen >= emit_target || now() - emit_t0 > 30)) {
                 emit_state = 2;
                 print_emit();
+            }
+        } else if (mode == M_SCRIPT) {
+            while (in_handshake < concurrency && script_next < ncookies)
+                start_conn();
+            if (script_next == ncookies && in_handshake == 0) {
+                end_round(round);
+                if (++round > rounds)
+                    break;
+                script_next = 0;
+                continue;
             }
         } else {
             while (in_handshake < concurrency
@@ -968,7 +1161,7 @@ int main(int argc, char **argv)
     qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
     qsort(rej_us, nrej, sizeof *rej_us, cmp_u32);
 
-    static const char *mode_names[] = { "connect", "reject", "hold" };
+    static const char *mode_names[] = { "connect", "reject", "hold", "script" };
     printf("{\"event\":\"done\",\"mode\":\"%s\",\"sio\":%s,\"concurrency\":%d,\"elapsed_s\":%.3f,"
            "\"started\":%ld,\"ok\":%ld,\"rejected\":%ld,\"rejected_http\":%ld,\"rejected_sio\":%ld,"
            "\"rejected_close\":%ld,\"errors\":%ld,",

@@ -53,16 +53,10 @@ local ROOT = proc.sh("pwd"):gsub("%s+$", "")
 local TICK = tonumber((proc.sh("getconf CLK_TCK"))) or 100
 
 local sh = proc.sh
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = proc.q
 local function log(...) io.stderr:write(string.format(...), "\n") end
 
-local function read_file(path)
-    local f = io.open(path)
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
-end
+local read_file = proc.read_file
 
 ---------------------------------------------------------------------------
 -- /proc: CPU time (utime + stime, all threads) and RSS of processes

@@ -11,14 +11,10 @@ local nginx_server = require "support.nginx_server"
 local ROOT = nginx_server.root
 local OUT = os.getenv("E2E_OUT") or (ROOT .. "/build/e2e")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = proc.q
 
 local function read(path)
-    local f = io.open(path)
-    if not f then return "" end
-    local s = f:read("*a")
-    f:close()
-    return s
+    return proc.read_file(path) or ""
 end
 
 local function browse(mode, url)

@@ -34,7 +34,7 @@ local UPSTREAM = [[
         lua_socket_log_errors off;
         location / {
             content_by_lua_block {
-                local frame = require "resty.passport.frame"
+                local frame = require "resty.passport.ws.frame"
                 local user = ngx.var.http_x_passport_user or "-"
                 local accept = frame.accept_key(ngx.var.http_sec_websocket_key or "")
                 if not accept then return ngx.exit(400) end
@@ -54,7 +54,7 @@ describe("guard mode under abusive clients", function()
     local forged = {}
 
     setup(function()
-        fault.wsload_bin()
+        fault.loadgen_bin()
         redis = redis_server.start {}
         local record = '{"cookie":{"originalMaxAge":3600000,"expires":null,"httpOnly":true,'
                        .. '"path":"/"},"passport":{"user":%d}}'
@@ -284,22 +284,12 @@ describe("guard mode under abusive clients", function()
 
     it("half requests and half frames, then the client vanishes", function()
         -- half a request line or half the headers, then gone (FIN or RST)
-        local full = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                     .. "Cookie: " .. valid[2] .. "\r\n\r\n"
-        for i = 1, 400 do
-            local c = socket.tcp()
-            c:settimeout(5)
-            assert(c:connect("127.0.0.1", lport))
-            c:send(full:sub(1, (i * 7) % #full))
-            if i % 2 == 0 then c:setoption("linger", { on = true, timeout = 0 }) end
-            c:close()
-        end
+        fault.half_handshakes(lport, valid[2], 400)
         -- upgraded, then half a masked frame, then RST: the gateway closes
         -- both sides, the upstream sees the close
         local lines = {}
         for i = 1, 1000 do lines[i] = "/ws\t" .. valid[i % 3 + 1] end
-        local rounds, summary = fault.load(lport, lines, { conc = 100, mode = "half" })
+        local rounds, summary = fault.load(lport, lines, { conc = 100, action = "half" })
         assert.same({ [101] = 1000 }, fault.tally(rounds[1]))
         say("\n[half frames] " .. summary)
         check("half requests and frames")
@@ -321,7 +311,7 @@ describe("guard mode under abusive clients", function()
         local rss_base, history = fault.settle(nginx, lport, base.ports, function(k)
             local lines, expect = mixed(20000)
             verdicts(fault.load(lport, lines, { conc = 200 })[1], expect, "warm-up " .. k)
-            local warm = fault.load(lport, storm, { conc = 1000, mode = "hold", rounds = 2,
+            local warm = fault.load(lport, storm, { conc = 1000, action = "hold", rounds = 2,
                                                     timeout = 30 })
             assert.same({ [101] = 5000 }, fault.tally(warm[2]))
         end)
@@ -337,7 +327,7 @@ describe("guard mode under abusive clients", function()
             summary, t.valid_in, t.forged_out, 20000 / took))
 
         -- the storm: 5,000 sockets up at once, all dropped at once, all back
-        rounds, summary = fault.load(lport, storm, { conc = 1000, mode = "hold", rounds = 2,
+        rounds, summary = fault.load(lport, storm, { conc = 1000, action = "hold", rounds = 2,
                                                      timeout = 30 })
         for r = 1, 2 do
             for i, res in ipairs(rounds[r]) do

@@ -21,7 +21,7 @@ describe("terminate mode under abusive clients", function()
     local valid, forged = {}, {}
 
     setup(function()
-        fault.wsload_bin()
+        fault.loadgen_bin()
         redis = redis_server.start {}
         for i = 1, 3 do
             assert(redis:call("SET", "sess:TermSid" .. i, RECORD:format(i), "EX", "3600"))
@@ -143,7 +143,7 @@ describe("terminate mode under abusive clients", function()
 
     it("greets valid users as themselves and refuses forged cookies", function()
         local lines, expect = storm_lines(500)
-        local rounds, summary = fault.load(lport, lines, { conc = 100, mode = "frame" })
+        local rounds, summary = fault.load(lport, lines, { conc = 100, action = "frame" })
         verdicts(rounds[1], expect, "baseline")
         say("\n[terminate: baseline] " .. summary)
         check("baseline")
@@ -152,21 +152,11 @@ describe("terminate mode under abusive clients", function()
     it("half frames, then the client vanishes: sockets unregistered, nothing left", function()
         local lines = {}
         for i = 1, 2000 do lines[i] = "/ws\t" .. valid[i % 3 + 1] end
-        local rounds, summary = fault.load(lport, lines, { conc = 200, mode = "half" })
+        local rounds, summary = fault.load(lport, lines, { conc = 200, action = "half" })
         assert.same({ [101] = 2000 }, fault.tally(rounds[1]))
         say("\n[terminate: half frames] " .. summary)
-        -- and half a handshake, then gone
-        local full = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                     .. "Cookie: " .. valid[1] .. "\r\n\r\n"
-        for i = 1, 300 do
-            local c = socket.tcp()
-            c:settimeout(5)
-            assert(c:connect("127.0.0.1", lport))
-            c:send(full:sub(1, (i * 7) % #full))
-            if i % 2 == 0 then c:setoption("linger", { on = true, timeout = 0 }) end
-            c:close()
-        end
+        -- and half a handshake, then gone (FIN or RST)
+        fault.half_handshakes(lport, valid[1], 300)
         check("half frames and half handshakes")
     end)
 
@@ -177,14 +167,14 @@ describe("terminate mode under abusive clients", function()
         -- one run, then 35.7, 35.8, 35.9, 36.4, 36.3, 36.4 after each
         -- further run: flat once LuaJIT and malloc hold what the peak needed.
         local rss_base, history = fault.settle(nginx, lport, base.ports, function(k)
-            local warm = fault.load(lport, lines, { conc = 1000, mode = "hframe", rounds = 2,
+            local warm = fault.load(lport, lines, { conc = 1000, action = "hframe", rounds = 2,
                                                     timeout = 30 })
             verdicts(warm[2], expect, "warm-up " .. k)
         end)
         say("\n[terminate: RSS while warming up, kB] " .. table.concat(history, " | "))
         check("storm warm-up")
 
-        local rounds, summary = fault.load(lport, lines, { conc = 1000, mode = "hframe", rounds = 2,
+        local rounds, summary = fault.load(lport, lines, { conc = 1000, action = "hframe", rounds = 2,
                                                            timeout = 30 })
         verdicts(rounds[1], expect, "storm round 1")
         verdicts(rounds[2], expect, "storm round 2")

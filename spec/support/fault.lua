@@ -1,12 +1,14 @@
 -- Shared by the fault and abuse specs (spec/integration/fault_*_spec.lua):
 -- what a worker holds (fds by kind, RSS), the invariants checked after each
--- fault, and the wsload driver (spec/support/wsload.c, built on demand).
+-- fault, half handshakes, and many handshakes at once through bench/loadgen.c
+-- in its script mode (built on demand by `make loadgen`).
 --
 --   local fault = require "support.fault"
 --   local base = fault.snapshot(nginx, { redis = redis.port, upstream = up.port })
 --   ... a fault ...
 --   fault.invariants(nginx, base, { probe = probe_port, rss = true })
---   local res = fault.load(port, lines, { mode = "hold", conc = 500 })
+--   local res = fault.load(port, lines, { action = "hold", conc = 500 })
+local cjson = require "cjson"
 local socket = require "socket"
 local proc = require "support.proc"
 local nginx_server = require "support.nginx_server"
@@ -15,18 +17,11 @@ local M = {}
 local ROOT = nginx_server.root
 local TRACE = os.getenv("FAULT_TRACE")
 local T0 = socket.gettime()
+local read_file = proc.read_file
 
 -- With FAULT_TRACE set, timestamps on stderr (where the wall time goes).
 function M.trace(label)
     if TRACE then io.stderr:write(("[trace %.2f] %s\n"):format(socket.gettime() - T0, label)) end
-end
-
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("*a")
-    f:close()
-    return s
 end
 
 -- The worker pids of an nginx (children of the master).
@@ -273,41 +268,57 @@ function M.invariants(nginx, base, opts)
     return table.concat(report, "\n")
 end
 
----------------------------------------------------------------------------
--- wsload
-
-local WSLOAD_SRC = ROOT .. "/spec/support/wsload.c"
-local WSLOAD_BIN = ROOT .. "/build/spec/wsload"
-
-function M.wsload_bin()
-    local out, ok = proc.sh("mkdir -p " .. ROOT .. "/build/spec && "
-        .. "{ [ " .. WSLOAD_BIN .. " -nt " .. WSLOAD_SRC .. " ] || "
-        .. "cc -O2 -Wall -Wextra -Werror -o " .. WSLOAD_BIN .. " " .. WSLOAD_SRC
-        .. "; }")
-    assert(ok, "building wsload failed: " .. out)
-    return WSLOAD_BIN
+-- n clients that each send the start of an upgrade request for /ws (a
+-- different cut each), then vanish: every other one with a reset
+-- (SO_LINGER 0), the rest with a FIN.
+function M.half_handshakes(port, cookie, n)
+    local full = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 .. "Cookie: " .. cookie .. "\r\n\r\n"
+    for i = 1, n do
+        local c = socket.tcp()
+        c:settimeout(5)
+        assert(c:connect("127.0.0.1", port))
+        c:send(full:sub(1, (i * 7) % #full))
+        if i % 2 == 0 then c:setoption("linger", { on = true, timeout = 0 }) end
+        c:close()
+    end
 end
 
--- Starts wsload against 127.0.0.1:port with lines = { "<path>\t<cookie>" },
--- in the background.  opts: mode, conc, rounds, timeout.  :wait() returns
--- a list per round of { status = n, seen = s } in line order, and wsload's
+---------------------------------------------------------------------------
+-- Many handshakes at once: bench/loadgen.c's script mode (one thread, epoll:
+-- thousands of connections in flight, which LuaSocket's select() cannot do).
+
+-- The load generator, built by `make loadgen` when it is missing or stale.
+function M.loadgen_bin()
+    local out, ok = proc.sh("make --no-print-directory -s -C " .. proc.q(ROOT) .. " loadgen")
+    assert(ok, "building bench/loadgen.c failed: " .. out)
+    return ROOT .. "/build/bench/loadgen"
+end
+
+-- Starts the load generator against 127.0.0.1:port in the background, one
+-- connection per line of lines = { "<path>\t<cookie>" }.  opts: action (what
+-- a connection does once the response head is in: close, hold, half,
+-- frame, hframe; see bench/loadgen.c), conc, rounds, timeout (s).  :wait()
+-- returns a list per round of { status = n, seen = s } in line order, and a
 -- summary line.
 local Load = {}
 Load.__index = Load
 
 function M.load_async(port, lines, opts)
     opts = opts or {}
-    local bin = M.wsload_bin()
+    local bin = M.loadgen_bin()
     local self = setmetatable({ input = os.tmpname(), output = os.tmpname(),
-                                errput = os.tmpname(), done = os.tmpname() }, Load)
+                                errput = os.tmpname(), done = os.tmpname(),
+                                lines = #lines, rounds = opts.rounds or 1 }, Load)
     local f = assert(io.open(self.input, "wb"))
     f:write(table.concat(lines, "\n"), "\n")
     f:close()
     os.remove(self.done)
-    local cmd = ("%s -p %d -c %d -m %s -r %d -t %s < %s > %s 2> %s; echo $? > %s.tmp; mv %s.tmp %s"):format(
-        bin, port, opts.conc or 100, opts.mode or "close", opts.rounds or 1,
-        tostring(opts.timeout or 10), self.input, self.output, self.errput, self.done,
-        self.done, self.done)
+    local cmd = ("%s -m script -p %d -f %s -c %d -a %s -r %d -T %d > %s 2> %s; "
+                 .. "echo $? > %s.tmp; mv %s.tmp %s"):format(
+        bin, port, self.input, opts.conc or 100, opts.action or "close", self.rounds,
+        math.floor((opts.timeout or 10) * 1000), self.output, self.errput, self.done, self.done, self.done)
     os.execute("(" .. cmd .. ") &")
     return self
 end
@@ -318,20 +329,25 @@ function Load:wait(limit)
     while (read_file(self.done) or "") == "" and socket.gettime() < deadline do
         socket.sleep(0.02)
     end
-    M.trace(("wsload waited %.2f s"):format(socket.gettime() - t0))
+    M.trace(("loadgen waited %.2f s"):format(socket.gettime() - t0))
     local rc = read_file(self.done)
     local text = read_file(self.output) or ""
-    local summary = read_file(self.errput) or ""
+    local errput = read_file(self.errput) or ""
     for _, k in ipairs { "input", "output", "errput", "done" } do os.remove(self[k]) end
-    assert(rc and tonumber(rc) == 0, "wsload failed or did not finish: " .. summary)
+    local done = cjson.decode(("\n" .. text):match("\n({\"event\":\"done\"[^\n]*)") or "null")
+    assert(rc and tonumber(rc) == 0 and done, "loadgen failed or did not finish: " .. errput
+           .. text:sub(-500))
     local rounds = {}
-    for r, i, st, seen in text:gmatch("(%d+) (%d+) (%-?%d+) ([^\n]*)") do
+    for r, i, st, seen in text:gmatch("%f[^\n%z](%d+) (%d+) (%-?%d+) ([^\n]*)") do
         r, i = tonumber(r), tonumber(i) + 1
         rounds[r] = rounds[r] or {}
         rounds[r][i] = { status = tonumber(st), seen = seen }
     end
-    M.trace("wsload output parsed")
-    return rounds, (summary:gsub("%s+$", ""))
+    M.trace("loadgen output parsed")
+    local summary = ("loadgen: %d requests x %d rounds in %.2f s: %d upgraded, %d refused, "
+                     .. "%d failed, %d timed out"):format(self.lines, self.rounds, done.elapsed_s,
+                     done.ok, done.rejected, done.errors - done.err_timeout, done.err_timeout)
+    return rounds, summary
 end
 
 -- The same, waiting for it.

@@ -11,7 +11,7 @@ local proc = require "support.proc"
 local M = {}
 local ROOT = nginx_server.root
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = proc.q
 
 local function sh(cmd)
     return (proc.sh(cmd))

@@ -1,5 +1,5 @@
--- Process helpers shared by the spec servers: shell commands, free ports,
--- liveness of a pid.
+-- Process helpers shared by the specs and their servers: shell commands and
+-- quoting, whole files, free ports, liveness of a pid.
 local socket = require "socket"
 
 local M = {}
@@ -12,6 +12,22 @@ function M.sh(cmd)
     p:close()
     local rc = tonumber(out:match("rc=(%d+)%s*$"))
     return (out:gsub("rc=%d+%s*$", "")), rc == 0
+end
+
+-- s as one shell word (single-quoted).
+function M.q(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- The whole content of a file, or nil when it cannot be opened.
+function M.read_file(path)
+    local f = io.open(path, "rb")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return s
 end
 
 -- A port nobody listens on right now (bound to 0, read back, released).

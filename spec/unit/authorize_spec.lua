@@ -237,6 +237,64 @@ describe("authorize: query fallback", function()
         local ok = auth():check({ headers = {}, query = { session_id = cookie.sign("ann", SECRET) } })
         assert.is_false(ok)
     end)
+
+    it("is used only when no cookie of that name came (a failed one is not replaced)", function()
+        local q = { session_id = cookie.sign("ann", SECRET) }
+        local function with(cookie_header)
+            return (a:check({ headers = { cookie = cookie_header }, query = q }))
+        end
+        assert.is_true(with(nil))
+        assert.is_true(with("theme=dark"))
+        assert.is_false(with("connect.sid=" .. cookie.sign("num", "retired"):gsub(":", "%%3A")))
+        assert.is_false(with("connect.sid=s%3Aann.tampered"))
+        assert.is_false(with("connect.sid="))
+    end)
+end)
+
+describe("authorize: success without fail", function()
+    it("refuses a failed handshake without calling success", function()
+        local called = false
+        local a = auth { success = function(_, accept) called = true accept() end }
+        assert.same({ false, M.no_session, false }, { v3(a:check({ headers = {} })) })
+        assert.same({ false, M.no_passport, false }, { v3(a:check(req_for("anon"))) })
+        assert.is_false(called)
+        assert.is_true((a:check(req_for("ann"))))
+        assert.is_true(called)
+    end)
+end)
+
+describe("authorize: records", function()
+    it("treats a record without a cookie object as unreadable, as Express does", function()
+        local a = auth { store = table_store { nocookie = '{"passport":{"user":"ann"}}' } }
+        local ok, msg, is_error = a:check(req_for("nocookie"))
+        assert.is_false(ok)
+        assert.equal(M.store .. "session record has no cookie", msg)
+        assert.is_true(is_error)
+    end)
+end)
+
+describe("authorize: reverify", function()
+    local recs = { obj = record('{"user":{"id":7,"role":"admin"}}') }
+    local a = auth { store = table_store(recs),
+                     success = function(data, accept) accept(nil, data.user.role == "admin") end }
+
+    it("runs the whole policy again on a changed record", function()
+        local ok, data = a:check(req_for("obj"))
+        assert.is_true(ok)
+        assert.equal(a, data._auth)
+        local ok2, fresh = a:reverify(data, record('{"user":{"id":7,"role":"admin","n":2}}'))
+        assert.is_true(ok2)
+        assert.same({ id = 7, role = "admin", n = 2, logged_in = true }, fresh.user)
+        assert.equal(data.session_id, fresh.session_id)
+        local ok3, msg = a:reverify(data, record('{"user":{"id":7,"role":"user"}}'))
+        assert.same({ false, M.refused }, { ok3, msg })
+        assert.same({ false, M.no_passport, false }, { v3(a:reverify(data, record())) })
+        assert.same({ false, M.store .. "session record has no cookie", true },
+                    { v3(a:reverify(data, '{"passport":{"user":{"id":7,"role":"admin"}}}')) })
+        local bad = { a:reverify(data, "{") }
+        assert.is_false(bad[1])
+        assert.is_true(bad[3])
+    end)
 end)
 
 describe("authorize: secrets", function()

@@ -166,10 +166,17 @@ local function message_of(err)
     return tostring(err)
 end
 
--- The session id from the cookie or, failing that, a signed query value.
+-- express_sid's reasons that mean "the request carries no cookie of that
+-- name at all": only then may the signed query value stand in for it.  A
+-- cookie that came and failed (stale after a rotation, tampered) must not
+-- be replaced by a value from a link, which could log a victim into
+-- someone else's session.
+local NO_COOKIE = { ["no cookie header"] = true, ["cookie not found"] = true }
+
+-- The session id from the cookie or, when none came, a signed query value.
 local function find_sid(self, cookie_header, query_value)
     local sid, reason = express_sid(cookie_header, self.key, self.ring, self.max_header_size)
-    if not sid and query_value then
+    if not sid and query_value and NO_COOKIE[reason] then
         sid, reason = unsign(query_value, self.ring)
     end
     if sid == "" then
@@ -225,19 +232,18 @@ local function load(self, data, cookie_header, query_value)
     return s
 end
 
--- Steps 1-4: everything up to the policy.  Returns nil or a failure.
-local function identify(self, data, cookie_header, origin, query_value)
-    if self.origins and origin ~= nil and not self.origins[lower(origin)] then
-        return failure(MSG.origin, false, 403)
-    end
-    local s, fail = load(self, data, cookie_header, query_value)
-    if not s then
-        return fail
-    end
+-- Steps 3-4 from a decoded record: the logged-in rule, then
+-- deserialize_user.  Returns nil or a failure; sets data.serialized_user
+-- and data.user.
+local function from_record(self, data, s)
     local check_expires = self.store and self.store.check_expires
-    local live, why, detail = logged_in(s, check_expires and now_ms() or nil, check_expires)
+    local live, why, detail = logged_in(s, check_expires and now_ms() or nil, check_expires,
+                                        self.express)
     if not live then
-        if why == "expired" then
+        if why == "unreadable" then
+            -- Express's session loader throws on such a record
+            return failure(MSG.store .. "session record has no cookie", true, 503)
+        elseif why == "expired" then
             return failure(MSG.no_session, false, 401, "session expired")
         end
         -- passport >= 0.6 leaves anonymous sessions without the key.
@@ -268,6 +274,18 @@ local function identify(self, data, cookie_header, origin, query_value)
     return nil
 end
 
+-- Steps 1-4: everything up to the policy.  Returns nil or a failure.
+local function identify(self, data, cookie_header, origin, query_value)
+    if self.origins and origin ~= nil and not self.origins[lower(origin)] then
+        return failure(MSG.origin, false, 403)
+    end
+    local s, fail = load(self, data, cookie_header, query_value)
+    if not s then
+        return fail
+    end
+    return from_record(self, data, s)
+end
+
 -- The callback runs through host.run, which may wait for an accept called
 -- later.  Kept apart from decide(): a function that creates closures cannot
 -- be compiled on its early-return paths (LuaJIT NYI: UCLO).
@@ -286,7 +304,10 @@ end
 
 -- Step 5: the operator's callback decides, once.
 local function decide(self, data, fail)
-    local callback = fail and self.fail or self.success
+    -- not "fail and self.fail or self.success": without a fail callback,
+    -- a refused handshake must not reach success
+    local callback
+    if fail then callback = self.fail else callback = self.success end
     if not callback then
         if fail then return false, fail end
         return true
@@ -323,6 +344,7 @@ function _M.verify(self, cookie_header, origin, query_value, headers, query)
         query = not qget and query or nil,
         _get_headers = hget and headers or nil,
         _get_query = qget and query or nil,
+        _auth = self,
     }, data_mt)
     local fail = identify(self, data, cookie_header, origin, query_value)
     local ok, f = decide(self, data, fail)
@@ -332,6 +354,35 @@ function _M.verify(self, cookie_header, origin, query_value, headers, query)
     data.status = f.status
     data.reason = f.reason
     return false, f.message, f.is_error, data
+end
+
+-- The policy again, for a socket admitted earlier whose record changed
+-- (revalidation): the record's rule, deserialize_user and success/fail,
+-- exactly as at the handshake.  data is the handshake's (its session_id,
+-- and the headers and query if a callback read them then: the request is
+-- gone, nothing more can be read from it).  json: the record now in the
+-- store.  Returns true, new_data | false, message, is_error, new_data.
+function _M.reverify(self, data, json)
+    local fresh = setmetatable({
+        user = { logged_in = false },
+        session_id = data.session_id,
+        headers = rawget(data, "headers") or {},
+        query = rawget(data, "query") or {},
+        _auth = self,
+    }, data_mt)
+    local s, err = decode_session(json)
+    local fail
+    if not s then
+        fail = failure(MSG.store .. "bad session record: " .. err, true, 503)
+    else
+        fresh._record = json
+        fail = from_record(self, fresh, s)
+    end
+    local ok, f = decide(self, fresh, fail)
+    if ok then
+        return true, fresh
+    end
+    return false, f.message, f.is_error, fresh
 end
 
 local function header(headers, name)

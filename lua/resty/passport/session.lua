@@ -193,11 +193,18 @@ function _M.parse_date(s)
 end
 
 -- The one rule for "is this record a logged-in session at now_ms?": the
--- handshake and revalidation both ask it, so they give one verdict.  A
--- passed cookie.expires counts only with check_expires (the store option):
--- connect-redis, and so Express, trusts the key's TTL alone.
---   true | false, "expired" | false, "logged out", "no_passport" | "no_user"
-function _M.logged_in(s, now_ms, check_expires)
+-- handshake and revalidation both ask it, so they give one verdict.
+-- store_record: a record express-session wrote, which always has a cookie
+-- object; without one Express fails the request (its loader throws), so
+-- the record is unreadable, not anonymous.  A passed cookie.expires counts
+-- only with check_expires (the store option): connect-redis, and so
+-- Express, trusts the key's TTL alone.
+--   true | false, "unreadable" | false, "expired"
+--   | false, "logged out", "no_passport" | "no_user"
+function _M.logged_in(s, now_ms, check_expires, store_record)
+    if store_record and not s.has_cookie then
+        return false, "unreadable"
+    end
     if check_expires and s.expires and now_ms and s.expires <= now_ms then
         return false, "expired"
     end

@@ -41,7 +41,7 @@ describe("passport.websocket", function()
             content_by_lua_block {
                 local passport = require "resty.passport"
                 local s = passport.websocket(auth, { protocols = { "v2", "v1" },
-                                                     max_message_size = 1000 })
+                                                     max_message_size = 1000, max_fragments = 8 })
                 if not s then return end
                 s:send("hello " .. s.user.value .. " " .. (s.protocol or "-") .. " " .. s.id)
                 while true do
@@ -104,6 +104,14 @@ describe("passport.websocket", function()
         location = /count {
             content_by_lua_block {
                 ngx.print(#require("resty.passport").filter_sockets_by_user(function() return true end))
+            }
+        }
+        location = /bad_option {
+            content_by_lua_block {
+                local v = ngx.var.arg_v
+                local ok, err = pcall(require("resty.passport").websocket, auth,
+                                      { max_fragments = tonumber(v) or v })
+                ngx.print(ok and "accepted" or err)
             }
         }
         location = /pid { content_by_lua_block { ngx.print(ngx.worker.pid()) } }
@@ -192,6 +200,13 @@ describe("passport.websocket", function()
             c:close()
         end)
 
+        it("refuses a max_fragments that is not a positive integer when it is given", function()
+            for _, v in ipairs { "0", "1.5", "-1", "x" } do
+                local _, body = nginx:get("/bad_option?v=" .. v)
+                assert.matches("bad option 'max_fragments' to 'websocket'", body, 1, true)
+            end
+        end)
+
         it("omits the subprotocol when none is shared", function()
             local c, greet, rh = open(1, "/ws", { ["Sec-WebSocket-Protocol"] = "v9" })
             assert.is_nil(rh["sec-websocket-protocol"])
@@ -249,6 +264,15 @@ describe("passport.websocket", function()
             c:close()
         end)
 
+        it("reassembles a message of max_fragments frames, empty ones included", function()
+            local c = open(1)
+            c:send_frame("text", "a", false)
+            for _ = 1, 6 do c:send_frame("continuation", "", false) end
+            c:send_frame("continuation", "b", true)
+            assert.equal("text:ab", assert(c:read_frame(2)).payload)
+            c:close()
+        end)
+
         it("accepts a multi-byte character split across fragments", function()
             local c = open(1)
             c:send_frame("text", "caf\xC3", false)
@@ -267,6 +291,13 @@ describe("passport.websocket", function()
             { "an oversize reassembled message", function(c)
                 c:send_frame("binary", ("x"):rep(600), false)
                 c:send_frame("continuation", ("x"):rep(600), true) end, 1009 },
+            { "a message over max_message_size by its fragments' cost (6 bytes each)", function(c)
+                c:send_frame("binary", ("x"):rep(960), false)
+                for _ = 1, 6 do c:send_frame("continuation", "", false) end
+                c:send_frame("continuation", "x", true) end, 1009 },
+            { "a message in more than max_fragments frames", function(c)
+                c:send_frame("text", "a", false)
+                for _ = 1, 7 do c:send_frame("continuation", "", false) end end, 1009 },
             { "an unmasked client frame", function(c) c:send_frame("text", "hi", true, false) end, 1002 },
             { "opcode 3", function(c) c:send_raw("\x83\x80\0\0\0\0") end, 1002 },
             { "opcode 11", function(c) c:send_raw("\x8B\x80\0\0\0\0") end, 1002 },

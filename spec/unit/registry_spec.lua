@@ -69,6 +69,39 @@ describe("registry", function()
         assert.equal("s42", registry.key_of({ id = "42" }))
     end)
 
+    it("indexes only what data.user.logged_in vouches for", function()
+        local data = { user = { id = 1, logged_in = true }, serialized_user = 1, session_id = "s1" }
+        assert.same({ "n1", "s1" }, { registry.index_of(data) })
+        -- a permissive fail let it in anonymously: the refused user and the
+        -- session's id are not its to be reached by
+        local anon = { user = { logged_in = false }, serialized_user = 13, session_id = "s13" }
+        assert.same({}, { registry.index_of(anon) })
+        assert.same({}, { registry.index_of({ user = { id = 13 }, serialized_user = 13 }) })
+        assert.same({}, { registry.index_of({}) })
+    end)
+
+    it("moves a socket to other index entries, or to none", function()
+        local s = sock({ id = 1 }, "s1", 1)
+        local other = sock({ id = 1 }, "s2", 1)
+        registry.add(s)
+        registry.add(other)
+        registry.update(s, "n2", "s1")
+        assert.same({ other }, registry.of_user(1))
+        assert.same({ s }, registry.of_user(2))
+        assert.same({ s }, registry.of_sid("s1"))
+        registry.update(s, nil, nil) -- admitted again, anonymously
+        assert.same({}, registry.of_user(2))
+        assert.same({}, registry.of_sid("s1"))
+        assert.same({ other }, registry.of_user(1))
+        assert.equal(2, registry.count()) -- still listed (filters see it)
+        registry.remove(s)
+        registry.update(s, "n3", "s3") -- not registered: fields only
+        assert.same({}, registry.of_user(3))
+        assert.equal("n3", s._key)
+        registry.remove(other)
+        assert.same({}, registry.sids())
+    end)
+
     it("misuse raises", function()
         assert.has_error(function() registry.filter("x") end)
         assert.has_error(function() registry.of_user({}) end)

@@ -2,9 +2,11 @@
 -- ended"); other sessions' sockets stay.  Two ways to see it, chosen per
 -- subscriber connection: Redis keyspace events on the session prefix
 -- (del, expired, evicted, rename_from: ended; set: re-checked), or, where
--- the server does not send them, re-reading the open sessions every
+-- the server does not send them all, re-reading the open sessions every
 -- revalidate_interval.  A record's verdict is session.logged_in, the
--- handshake's own rule, with the store's check_expires.
+-- handshake's own rule, with the store's check_expires; a record that
+-- changed but kept its user goes through the socket's whole authorize
+-- policy again (auth:reverify), which closes the socket or updates it.
 --
 -- It also keeps the store's coherent cache true: each keyspace event drops
 -- its key, and the cache is live only while the subscription is confirmed.
@@ -21,11 +23,14 @@ local decode = session.decode
 local logged_in = session.logged_in
 local now_ms = host.now_ms
 local find = string.find
+local gmatch = string.gmatch
 local gsub = string.gsub
 local math_min = math.min
 local pcall = pcall
 local sub = string.sub
 local timer_at = ngx.timer.at
+local index_of = registry.index_of
+local update_index = registry.update
 local timer_every = ngx.timer.every
 local tostring = tostring
 local type = type
@@ -37,6 +42,9 @@ local _M = { _VERSION = "0.1.0" }
 local CLOSE_SESSION_ENDED, ENDED_REASON = 4401, "session ended"
 local ENDED = { del = true, expired = true, evicted = true, rename_from = true }
 local MGET_BATCH = 100
+-- Timers that re-run policies at once (each call bounded by its authorize
+-- object's accept_timeout).
+local MAX_RUNNERS = 8
 
 -- This worker's: the store, the options, the keyspace channel prefix.
 local store, conf, ks_prefix
@@ -81,23 +89,113 @@ local function session_ended(sid, why)
     end
 end
 
+---------------------------------------------------------------------------
+-- The policy again, for a socket whose record changed but kept its user:
+-- a queue that runner timers drain, apart from revalidation, so that a
+-- slow or raising policy holds up no other session's logout.  A socket is
+-- in the queue once and its policy runs once at a time, so verdicts land
+-- in the order the records were read; a change that comes while its
+-- policy runs is seen right after.
+
+local queue, q_first, q_last = {}, 1, 0
+local pending = {}    -- socket -> the newest record its policy must see
+local running = {}    -- socket -> the record its policy is seeing now
+local runners = 0
+
+-- The verdict of pcall(auth.reverify, ...): admitted (true, true, data),
+-- the socket follows the new data, its user and index entries; refused
+-- (true, false, message) or raising (false, err), it is closed.
+local function apply(s, ok, admitted, v)
+    if s.state ~= "open" then return end
+    if ok and admitted then
+        s.user = v.user
+        s.data = v
+        return update_index(s, index_of(v))
+    end
+    s:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+    if ok then
+        host.log("info", "passport: socket closed: its changed session was refused: " .. tostring(v))
+    else
+        host.log("err", "passport: re-running the policy raised: " .. tostring(v))
+    end
+end
+
+local function rerun(s)
+    local json = pending[s]
+    while json do
+        pending[s] = nil
+        if s.state ~= "open" then return end
+        local data = s.data
+        if json ~= data._record then
+            running[s] = json
+            local auth = data._auth
+            apply(s, pcall(auth.reverify, auth, data, json))
+        end
+        json = pending[s]
+    end
+end
+
+local function run_queue(premature)
+    while not premature and q_first <= q_last do
+        local s = queue[q_first]
+        queue[q_first] = nil
+        q_first = q_first + 1
+        local ok, err = pcall(rerun, s)
+        running[s] = nil
+        pending[s] = nil
+        if not ok then host.log("err", "passport: policy re-run failed: " .. tostring(err)) end
+    end
+    if q_first > q_last then q_first, q_last = 1, 0 end
+    runners = runners - 1
+end
+
+local function enqueue(s, json)
+    local now_seeing, queued = running[s], pending[s]
+    -- a revalidation while the policy is at work on this very record: the
+    -- verdict to come is the one wanted (starting over would never end for
+    -- a policy slower than revalidate_interval)
+    if now_seeing == json and queued == nil then return end
+    pending[s] = json
+    if now_seeing or queued then return end
+    q_last = q_last + 1
+    queue[q_last] = s
+    if runners < MAX_RUNNERS then
+        local ok, err = timer_at(0, run_queue)
+        if ok then
+            runners = runners + 1
+        else
+            host.log("err", "passport: cannot re-run a policy now: " .. tostring(err))
+        end
+    end
+end
+
+---------------------------------------------------------------------------
+-- Revalidation.
+
 -- One record read back (json: false when the key is gone): a session that
--- is no longer logged in, or is now another user's, closes its sockets.
+-- is no longer logged in, or is now another user's, closes its sockets; a
+-- record that differs from the one a socket's policy saw is put to that
+-- policy again.  (A record without a cookie object is unreadable: Express
+-- fails every request for it.)
 local function check(sid, json, now)
     if not json then
         return session_ended(sid, "gone")
     end
     local s = decode(json)
     local ok, why = false, "logged out"
-    if s then ok, why = logged_in(s, now, store.check_expires) end
+    if s then ok, why = logged_in(s, now, store.check_expires, true) end
     if not ok then
         return session_ended(sid, why)
     end
     local key = registry.key_of(s.user)
     local socks = registry.of_sid(sid)
     for i = 1, #socks do
-        if socks[i]._key ~= key then
-            socks[i]:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+        local sock = socks[i]
+        local data = sock.data
+        if sock._key ~= key then
+            sock:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+        elseif data._record ~= json and data._auth then
+            enqueue(sock, json)
         end
     end
 end
@@ -155,20 +253,42 @@ end
 ---------------------------------------------------------------------------
 -- The subscriber's hooks.
 
--- true when the server sends the keyspace events logout needs.
-local function events_usable(flags)
-    if type(flags) ~= "string" or not find(flags, "K", 1, true) then return false end
-    return find(flags, "A", 1, true) or (find(flags, "g", 1, true) and find(flags, "x", 1, true))
+local function has(flags, c)
+    return find(flags, c, 1, true) ~= nil
 end
 
--- The notify-keyspace-events flags, turned on when configure asks for it.
+-- true when the server sends the keyspace events logout needs: K, and del
+-- and rename (g), expired (x) and set ($), or all of them (A).  Without
+-- `set` a session the app rewrites (logged out without regeneration,
+-- another user, a new role) would go unseen, and a cache trusting the
+-- events would keep serving the old record.
+local function events_usable(flags)
+    if type(flags) ~= "string" or not has(flags, "K") then return false end
+    return has(flags, "A") or (has(flags, "g") and has(flags, "x") and has(flags, "$"))
+end
+
+-- The flags configure turns on (e: evicted, seen as ended), those already
+-- there kept.
+local function missing_flags(flags)
+    local add = has(flags, "K") and "" or "K"
+    if not has(flags, "A") then
+        for c in gmatch("gx$e", ".") do
+            if not has(flags, c) then add = add .. c end
+        end
+    end
+    return add
+end
+
+-- The notify-keyspace-events flags, completed when configure asks for it.
 local function keyspace_flags()
     local reply, err = store:command("CONFIG", "GET", "notify-keyspace-events")
     local flags = type(reply) == "table" and reply[2] or nil
-    if not events_usable(flags) and conf.configure and flags then
+    if type(flags) ~= "string" then flags = nil end
+    if flags and conf.configure and not events_usable(flags) then
         local ok
-        ok, err = store:command("CONFIG", "SET", "notify-keyspace-events", flags .. "Kgxe$")
-        if ok then flags = flags .. "Kgxe$" end
+        local want = flags .. missing_flags(flags)
+        ok, err = store:command("CONFIG", "SET", "notify-keyspace-events", want)
+        if ok then flags = want end
     end
     return flags, err
 end
@@ -190,13 +310,16 @@ function _M.prepare()
     end
     if not conf.warned then
         conf.warned = true
-        host.log("warn", "passport: Redis keyspace notifications are off "
+        host.log("warn", "passport: Redis keyspace notifications are off or incomplete "
                  .. "(notify-keyspace-events \"" .. tostring(flags or err)
-                 .. "\"): logout is seen by revalidating every "
-                 .. tostring(conf.revalidate_interval) .. " s instead")
+                 .. "\"; logout needs K and A, or K, g, x and $): logout is seen by "
+                 .. "revalidating every " .. tostring(conf.revalidate_interval)
+                 .. " s instead, and a coherent cache stays off")
     end
     start_periodic()
-    if flags then return nil end -- known off: nothing would arrive
+    -- none at all: nothing would arrive; some (or unknown): del and expired
+    -- close sockets sooner, though nothing trusts them
+    if flags and not has(flags, "K") then return nil end
     return patterns
 end
 

@@ -2,7 +2,7 @@
 -- filters, and indexes by user key and by session id so that sockets_of()
 -- and logout reach their sockets without a scan.  Plain data: a socket is
 -- any table with user, _key (key_of its passport.user) and _sid; the
--- registry writes only socket._slot.
+-- registry writes only socket._slot (and _key, _sid in update()).
 --
 -- A user key is the serialized passport.user with its type, so that the
 -- user 1 and the user "1" stay apart as they do in passport: "n1", "s1".
@@ -83,6 +83,19 @@ local function index_del(index, k, socket)
     end
 end
 
+-- What a socket admitted with data (authorize's) is indexed under: the
+-- user key and session id, only when data.user.logged_in vouches for
+-- them.  A socket a permissive fail let in anonymously (deserialize_user
+-- refused the user, a session without a login) is reached by neither:
+-- emit{user}, sockets_of and logout are about a login it does not have.
+function _M.index_of(data)
+    local user = data.user
+    if type(user) ~= "table" or user.logged_in ~= true then
+        return nil, nil
+    end
+    return key_of(data.serialized_user), data.session_id
+end
+
 function _M.add(socket)
     if socket._slot then return end
     count = count + 1
@@ -103,6 +116,23 @@ function _M.remove(socket)
     socket._slot = nil
     if socket._key then index_del(by_user, socket._key, socket) end
     if socket._sid then index_del(by_sid, socket._sid, socket) end
+end
+
+-- Moves a socket to other index entries (its policy, run again, admitted
+-- it as another user, or as nobody).  A socket not registered (closing)
+-- only has its fields set.
+function _M.update(socket, key, sid)
+    local registered = socket._slot ~= nil
+    if socket._key ~= key then
+        if registered and socket._key then index_del(by_user, socket._key, socket) end
+        socket._key = key
+        if registered and key then index_add(by_user, key, socket) end
+    end
+    if socket._sid ~= sid then
+        if registered and socket._sid then index_del(by_sid, socket._sid, socket) end
+        socket._sid = sid
+        if registered and sid then index_add(by_sid, sid, socket) end
+    end
 end
 
 function _M.count()

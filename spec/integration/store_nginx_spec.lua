@@ -3,6 +3,7 @@
 local socket = require "socket"
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
+local proc = require "support.proc"
 
 local now = socket.gettime
 
@@ -69,6 +70,7 @@ local MAIN_HTTP = [[
                 return s
             end)(),
             b_ok = redis.new { port = $b, password = "s3cret" },
+            b_ok2 = redis.new { port = $b, password = "s3cret" },
             b_bad = redis.new { port = $b, password = "wrong" },
             b_none = redis.new { port = $b },
             b_acl = redis.new { port = $b, username = "app",
@@ -125,6 +127,14 @@ local MAIN_SERVER = [[
                     headers = { cookie = "connect.sid=" .. ngx.escape_uri(value) },
                 }
                 ngx.print(tostring(ok), " ", ok and data.user.id or data)
+            }
+        }
+        location = /pools {
+            content_by_lua_block {
+                for _, name in ipairs { "a", "a_db3", "a_cache", "b_ok", "b_ok2",
+                                        "b_bad", "b_none", "b_acl" } do
+                    ngx.say(name, " ", STORES[name].conn.pool_opts.pool)
+                end
             }
         }
         location = /shdict_misuse { content_by_lua_block { ngx.print(SHDICT_MISUSE) } }
@@ -458,6 +468,42 @@ describe("redis store inside nginx", function()
         it("authenticates an ACL user", function()
             assert.same({ 200, "authed" },
                         sb(nginx, "/get?store=b_acl&sid=k"))
+        end)
+
+        it("names a pool by a random token per credential set, not by "
+           .. "the password", function()
+            local pools = {}
+            for name, pool in select(2, nginx:get("/pools")):gmatch("(%S+) (%S+)") do
+                pools[name] = pool
+            end
+            local function md5(s)
+                return proc.sh("printf %s " .. proc.q(s) .. " | md5sum"):match("%x+")
+            end
+            for _, secret in ipairs { "s3cret", "wrong", "app-pw" } do
+                for name, pool in pairs(pools) do
+                    assert.is_nil(pool:find(secret, 1, true), name)
+                    assert.is_nil(pool:find(md5(secret), 1, true), name)
+                end
+            end
+            assert.matches("^passport:127%.0%.0%.1:" .. b.port .. ":0:"
+                           .. ("%x"):rep(32) .. "$", pools.b_ok)
+            assert.equal("cached", pools.a_cache) -- the pool option wins
+            -- one pool per credential set: the same set shares it
+            assert.equal(pools.b_ok, pools.b_ok2)
+            assert.equal(pools.a:sub(-32), pools.a_db3:sub(-32))
+            assert.not_equal(pools.a, pools.a_db3)
+            local seen = {} -- another credential set, another pool
+            for _, name in ipairs { "b_ok", "b_bad", "b_none", "b_acl" } do
+                assert.is_nil(seen[pools[name]], name)
+                seen[pools[name]] = true
+            end
+            -- and its connections, authenticated once
+            assert.same({ 200, "authed" }, sb(nginx, "/get?store=b_ok&sid=k"))
+            local before = calls(b, "auth")
+            for _ = 1, 20 do
+                assert.equal(200, (nginx:get("/get?store=b_ok2&sid=k")))
+            end
+            assert.equal(before, calls(b, "auth"))
         end)
     end)
 

@@ -16,10 +16,17 @@
 local host = require "resty.passport.host"
 local resp = require "resty.passport.redis.resp"
 
+local byte = string.byte
 local concat = table.concat
+local error = error
 local floor = math.floor
+local format = string.format
+local gsub = string.gsub
+local io_open = io.open
 local ipairs = ipairs
 local pairs = pairs
+local pcall = pcall
+local require = require
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
@@ -75,15 +82,71 @@ function _M.check_int(v, min)
     end
 end
 
+-- Pools by credential set, this process's: credentials -> a random token.
+local tokens = {}
+
+-- OpenSSL's RAND_bytes (nginx links libcrypto): n bytes, or nil.
+local function rand_bytes(n)
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "int RAND_bytes(unsigned char *buf, int num);")
+    local buf = ffi.new("unsigned char[?]", n)
+    local ok, rc = pcall(function() return ffi.C.RAND_bytes(buf, n) end)
+    return ok and rc == 1 and ffi.string(buf, n) or nil
+end
+
+-- n random bytes as hex: from /dev/urandom, else (a chroot without it)
+-- from OpenSSL; nil, err when neither is there.
+local function random_hex(n)
+    local f, err = io_open("/dev/urandom", "rb")
+    local bytes = f and f:read(n)
+    if f then f:close() end
+    if not (bytes and #bytes == n) then
+        bytes = rand_bytes(n)
+        if not bytes then
+            return nil, "no random source for pool names (/dev/urandom: "
+                        .. tostring(err or "short read")
+                        .. "; no RAND_bytes)"
+        end
+    end
+    return (gsub(bytes, ".", function(c) return format("%02x", byte(c)) end))
+end
+
+-- The token naming the pools of one credential set: the same set gets the
+-- same token (its connections are reused), another set another one.  Not
+-- derived from the password: lua-nginx-module logs pool names at debug
+-- level, and an unsalted hash of a password is as good as the password to
+-- anyone with a wordlist.  Random rather than a counter, so no other code
+-- in the worker can name the same pool, by chance or on purpose, and hand
+-- us a connection authenticated as someone else.
+local function token_of(self)
+    local user, pass = self.username or "", self.password
+    local key = pass and #user .. ":" .. user .. pass or "" -- unambiguous
+    local t = tokens[key]
+    if not t then
+        local err
+        t, err = random_hex(16)
+        if not t then
+            return nil, err
+        end
+        tokens[key] = t
+    end
+    return t
+end
+
 -- The pool a connection goes back to.  Connections in a pool were
--- authenticated and SELECTed for one (address, db, user, password): the
--- name says which.
+-- authenticated and SELECTed for one (address, db, credential set): the
+-- name says which, the credentials by their token.
 local function pool_of(self)
+    local pool = self.pool
+    if not pool then
+        local t, err = token_of(self)
+        if not t then
+            return nil, err
+        end
+        pool = "passport:" .. self.addr .. ":" .. self.db .. ":" .. t
+    end
     return {
-        pool = self.pool or ("passport:" .. self.addr .. ":" .. self.db
-                             .. ":" .. (self.username or "") .. ":"
-                             .. (self.password and ngx.md5(self.password)
-                                 or "")),
+        pool = pool,
         pool_size = self.pool_size,
         -- lua-nginx-module's connect queue, passed through when asked
         -- for.  Not a default: in 0.10.x a queued connect can find its
@@ -141,7 +204,11 @@ function _M.new(opts, max_bulk)
     self.prelude = prelude[1] and concat(prelude) or nil
     self.prelude_names = names
     if host.in_nginx then
-        self.pool_opts = pool_of(self)
+        local err
+        self.pool_opts, err = pool_of(self)
+        if not self.pool_opts then
+            error("redis: " .. err, 3)
+        end
     end
     return setmetatable(self, mt)
 end
@@ -229,7 +296,9 @@ local function exchange(self, bytes, reader)
 end
 
 -- Sends bytes (a string or a table of strings, as sock:send takes them)
--- over a pooled connection and reads one reply with reader.  Returns the
+-- over a pooled connection and reads one reply with reader (a resp
+-- reader, or anything whose read(sock) answers the same: a pipeline's
+-- reader reads each of its replies and returns them as one).  Returns the
 -- reply, or nil, err, kind: kind "setup" when err is the whole message
 -- (phase, connect, AUTH/SELECT), else "send", "io" or "protocol" and err
 -- is the socket's or the parser's.  A pooled connection that the server

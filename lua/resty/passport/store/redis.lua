@@ -37,6 +37,7 @@ local resp = require "resty.passport.redis.resp"
 local error = error
 local ffi_new = ffi.new
 local ffi_string = ffi.string
+local huge = math.huge
 local pairs = pairs
 local pcall = pcall
 local setmetatable = setmetatable
@@ -169,7 +170,20 @@ end
 -- cosocket transport (inside nginx).
 
 local GET_REPLY = resp.accept("$-") -- a bulk string, a null or an error
+local PTTL_REPLY = resp.reader(0, nil, resp.accept(":-"))
 local WHERE = { send = "send to ", io = "read from " }
+
+-- The message for a request that got no reply.
+local function failed(c, err, kind)
+    if kind == "setup" then
+        return err
+    end
+    local where = WHERE[kind]
+    if where then
+        return "redis: " .. where .. c.addr .. " failed: " .. err
+    end
+    return "redis: GET failed: " .. err
+end
 
 -- json | nil (no such key) | nil, err.  The command is built per call:
 -- conn:request may send it again after a yield.
@@ -179,14 +193,7 @@ local function fetch_cosocket(self, sid)
         { "*2\r\n$3\r\nGET\r\n$", #prefix + #sid, "\r\n", prefix, sid, "\r\n" },
         self.get_reader)
     if v == nil then
-        if kind == "setup" then
-            return nil, err
-        end
-        local where = WHERE[kind]
-        if where then
-            return nil, "redis: " .. where .. c.addr .. " failed: " .. err
-        end
-        return nil, "redis: GET failed: " .. err
+        return nil, failed(c, err, kind)
     end
     if v == false then
         return nil
@@ -195,6 +202,64 @@ local function fetch_cosocket(self, sid)
         return nil, "redis: GET failed: " .. v.err
     end
     return v
+end
+
+-- A cached store's reader: the GET's reply, then the PTTL's, as
+-- { reply, pttl }.  An error after the GET's reply is never a stale
+-- connection's (begun).
+local TwoReplies = {}
+local two_replies_mt = { __index = TwoReplies }
+
+function TwoReplies.read(self, sock)
+    local v, err, kind, begun = self.get:read(sock)
+    if v == nil then
+        return nil, err, kind, begun
+    end
+    local ms
+    ms, err, kind = PTTL_REPLY:read(sock)
+    if ms == nil then
+        return nil, err, kind, true
+    end
+    return { v, ms }
+end
+
+-- For a cached store: GET and PTTL pipelined, one round trip.  Returns
+-- json, nil, and the ms a copy of it may be cached (math.huge: the key
+-- has no expiry; 0: do not cache), or what fetch_cosocket returns.
+local function fetch_pttl(self, sid)
+    local prefix, c = self.prefix, self.conn
+    local n = #prefix + #sid
+    local t0 = now_ms()
+    local v, err, kind = c:request(
+        { "*2\r\n$3\r\nGET\r\n$", n, "\r\n", prefix, sid,
+          "\r\n*2\r\n$4\r\nPTTL\r\n$", n, "\r\n", prefix, sid, "\r\n" },
+        self.two_readers)
+    if v == nil then
+        return nil, failed(c, err, kind)
+    end
+    local json, ms = v[1], v[2]
+    if json == false then
+        return nil
+    end
+    if type(json) == "table" then
+        return nil, "redis: GET failed: " .. json.err
+    end
+    if type(ms) == "table" then
+        -- e.g. an ACL user denied PTTL: serve, but cache nothing
+        if not self.pttl_warned then
+            self.pttl_warned = true
+            host.log("warn", "passport: redis: PTTL failed, so nothing is "
+                             .. "cached (cache_ttl): " .. ms.err)
+        end
+        return json, nil, 0
+    end
+    if ms == -1 then
+        return json, nil, huge
+    end
+    -- -2: the key went between the GET and the PTTL.  Else the key's life
+    -- left, counted from before the request was sent, so that the copy
+    -- dies no later than the key however long the reply took.
+    return json, nil, ms < 0 and 0 or ms - (now_ms() - t0)
 end
 
 ---------------------------------------------------------------------------
@@ -240,6 +305,8 @@ local function use_cosockets(self)
     if self.cache_ttl then
         local lrucache = require "resty.lrucache"
         self.cache = lrucache.new(self.cache_size)
+        self.two_readers = setmetatable({ get = self.get_reader },
+                                        two_replies_mt)
         if self.cache_coherent then
             -- off until passport.init_worker's subscriber holds the
             -- keyspace subscription that keeps it true (set_coherent)
@@ -346,12 +413,18 @@ function _M.get(self, sid)
         end
     end
 
-    local json, err = self._fetch(self, sid)
+    -- Uncached, one GET: the handshake's hot path.  Cached, the key's
+    -- PTTL too, so that a cached copy never outlives the key.
+    local json, err, ttl
+    if cache then
+        json, err, ttl = fetch_pttl(self, sid)
+    else
+        json, err = self._fetch(self, sid)
+    end
     if not json then
         return nil, err
     end
 
-    local ttl = self.cache_ttl
     if self.check_expires then
         local now = now_ms()
         local s, derr = self.session.decode(json, now)
@@ -365,8 +438,13 @@ function _M.get(self, sid)
             ttl = s.expires - now
         end
     end
-    if cache and fresh_enough(self, sid, epoch, invalidations) then
-        cache:set(sid, json, ttl / 1000)
+    if cache then
+        if self.cache_ttl < ttl then
+            ttl = self.cache_ttl
+        end
+        if ttl > 0 and fresh_enough(self, sid, epoch, invalidations) then
+            cache:set(sid, json, ttl / 1000)
+        end
     end
     return json
 end

@@ -31,6 +31,7 @@ local tostring = tostring
 local type = type
 
 local ngx = ngx -- nil in plain LuaJIT
+local now = ngx and ngx.now
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -82,13 +83,27 @@ function _M.new(opts)
     }, mt)
 end
 
+-- A delete (a logout) must not be undone by a backend fetch that was in
+-- flight when it landed, in this worker or another.  So every key has a
+-- generation in the dict, at GEN .. key, which delete() bumps before it
+-- deletes; a fetched record is stored only if the generation did not move
+-- while it was fetched, and taken back if it moved as it was stored.  A
+-- generation lives GEN_TTL s from the first delete that made it: a fetch
+-- that takes longer stores nothing (its generation may have come and
+-- gone), and a new one starts from the clock in ms, past any number the
+-- one before it reached.
+-- No record's key starts with GEN: sids come from signed cookies, which
+-- hold no NUL byte (a prefix starting with one would be asking for it).
+local GEN = "\0"
+local GEN_TTL = 60
+
 function _M.get(self, sid)
     if type(sid) ~= "string" then
         error("bad argument #2 to 'get' (string expected, got " .. type(sid)
               .. ")", 2)
     end
-    local key = self.prefix .. sid
-    local json = self.dict:get(key)
+    local dict, key = self.dict, self.prefix .. sid
+    local json = dict:get(key)
     if json ~= nil then
         return json
     end
@@ -96,6 +111,8 @@ function _M.get(self, sid)
     if not backend then
         return nil
     end
+    local gkey = GEN .. key
+    local gen, t0 = dict:get(gkey), now()
     local err
     json, err = backend:get(sid)
     if json == nil then
@@ -103,8 +120,13 @@ function _M.get(self, sid)
         -- moment later must be seen at once
         return nil, err
     end
-    -- "no memory" only costs the next get a trip to the backend
-    self.dict:set(key, json, self.ttl)
+    if dict:get(gkey) == gen and now() - t0 < GEN_TTL then
+        -- "no memory" only costs the next get a trip to the backend
+        dict:set(key, json, self.ttl)
+        if dict:get(gkey) ~= gen then
+            dict:delete(key) -- a delete landed between the check and the set
+        end
+    end
     return json
 end
 
@@ -122,9 +144,18 @@ function _M.set(self, sid, json, ttl_ms)
     return true
 end
 
--- Drops a record (a logout); the backend, if any, is not touched.
+-- Drops a record (a logout), in every worker at once; the backend, if
+-- any, is not touched.  nil, err when the generation could not be bumped
+-- (the dict is full): the record is gone, but a fetch in flight may bring
+-- it back for up to ttl.
 function _M.delete(self, sid)
-    self.dict:delete(self.prefix .. sid)
+    local dict, key = self.dict, self.prefix .. sid
+    -- first: see get()
+    local _, err = dict:incr(GEN .. key, 1, floor(now() * 1000), GEN_TTL)
+    dict:delete(key)
+    if err then
+        return nil, "shdict: " .. err
+    end
     return true
 end
 

@@ -185,6 +185,17 @@ local function failed(c, err, kind)
     return "redis: GET failed: " .. err
 end
 
+-- A GET's reply as get() returns it: json | nil (no such key) | nil, err.
+local function get_result(v)
+    if v == false then
+        return nil
+    end
+    if type(v) == "table" then
+        return nil, "redis: GET failed: " .. v.err
+    end
+    return v
+end
+
 -- json | nil (no such key) | nil, err.  The command is built per call:
 -- conn:request may send it again after a yield.
 local function fetch_cosocket(self, sid)
@@ -195,13 +206,7 @@ local function fetch_cosocket(self, sid)
     if v == nil then
         return nil, failed(c, err, kind)
     end
-    if v == false then
-        return nil
-    end
-    if type(v) == "table" then
-        return nil, "redis: GET failed: " .. v.err
-    end
-    return v
+    return get_result(v)
 end
 
 -- A cached store's reader: the GET's reply, then the PTTL's, as
@@ -238,11 +243,9 @@ local function fetch_pttl(self, sid)
         return nil, failed(c, err, kind)
     end
     local json, ms = v[1], v[2]
-    if json == false then
-        return nil
-    end
-    if type(json) == "table" then
-        return nil, "redis: GET failed: " .. json.err
+    json, err = get_result(json)
+    if not json then
+        return nil, err
     end
     if type(ms) == "table" then
         -- e.g. an ACL user denied PTTL: serve, but cache nothing

@@ -19,7 +19,8 @@ LDFLAGS ?=
 # list is expanded when its rule is read, so a fragment must not use a
 # variable that a later fragment defines.
 CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/verify.c csrc/base64.c \
-           csrc/session.c csrc/date.c csrc/utf8.c csrc/ws.c csrc/version.c
+           csrc/session.c csrc/date.c csrc/utf8.c csrc/ws.c csrc/version.c \
+           csrc/random.c
 CORE_HDR = csrc/passport.h csrc/internal.h
 CORE_LIB = $(BUILD)/librestypassport.so
 VERSION := $(shell sed -n 's/.*define RP_VERSION "\(.*\)".*/\1/p' csrc/passport.h)

@@ -153,6 +153,10 @@ RP_API int rp_parse_date(const char *s, size_t len, double *ms);
 
 RP_API const char *rp_version(void);
 
+/* len (1..64) random characters of the URL-safe base64 alphabet, 6 bits of
+ * OpenSSL's CSPRNG each.  Returns len, or RP_EARG (bad length, no entropy). */
+RP_API int rp_random_id(char *out, size_t len);
+
 /* ---- UTF-8 (RFC 3629: shortest forms only, no surrogates, at most
  * U+10FFFF) -------------------------------------------------------------- */
 

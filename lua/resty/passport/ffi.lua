@@ -62,6 +62,7 @@ int rp_session_parse(const char *json, size_t len, int max_depth,
                      rp_session *out);
 int rp_parse_date(const char *s, size_t len, double *ms);
 const char *rp_version(void);
+int rp_random_id(char *out, size_t len);
 ]]
 
 -- UTF-8 and WebSocket frames (RFC 6455): the last sections of passport.h.
@@ -114,6 +115,14 @@ function _M.get_buf(n)
         return ffi_new("unsigned char[?]", n)
     end
     return buf
+end
+
+-- len random URL-safe characters (ids nobody can guess), or nil.
+function _M.random_id(len)
+    local out = _M.get_buf(len)
+    local n = _M.C.rp_random_id(out, len)
+    if n ~= len then return nil end
+    return ffi.string(out, n)
 end
 
 -- Where the library was found, for error messages and tests.

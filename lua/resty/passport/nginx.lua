@@ -76,7 +76,10 @@ local STORE_ERROR = "Error in session store"
 
 -- Logs a verify() failure (no secrets, no cookie values) and answers it:
 -- 401 no or invalid session, 403 policy or Origin, 503 store error.
-function _M.reject(msg, is_error, data)
+-- refusal(msg, is_error, data) --> the HTTP status and what the client
+-- may read, once logged: for an answer in another form than reject's (a
+-- Socket.IO CONNECT_ERROR).
+function _M.refusal(msg, is_error, data)
     local status = data.status or (is_error and 503 or 401)
     local why = data.reason and " [" .. data.reason .. "]" or ""
     host.log(is_error and "err" or "info", "passport: rejected (" .. status .. "): "
@@ -84,7 +87,12 @@ function _M.reject(msg, is_error, data)
     if is_error and not PUBLIC[msg] then
         msg = status == 503 and STORE_ERROR or authorize.messages.refused
     end
-    return respond_error(status, msg)
+    return status, msg
+end
+local refusal = _M.refusal
+
+function _M.reject(msg, is_error, data)
+    return respond_error(refusal(msg, is_error, data))
 end
 local reject = _M.reject
 

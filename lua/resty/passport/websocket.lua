@@ -132,6 +132,10 @@ local function switching(accept, protocol)
            .. "\r\n"
 end
 
+-- For the protocols that upgrade the same way (Engine.IO).
+_M.bad_upgrade = bad_upgrade
+_M.switching = switching
+
 ---------------------------------------------------------------------------
 -- passport.websocket(auth, opts)
 

@@ -13,7 +13,12 @@
 --       encode = function(data, binary) ... end,   --> bytes for the queue
 --       ping = bytes,                              -- the keepalive
 --       message = function(s, msg, typ) ... end,   -- optional: --> msg, typ
---   }                                              --    for recv(), or nil
+--                                                  --    for recv(), or nil
+--       heartbeat = true,   -- optional: ping every ping_interval whatever
+--                           -- the traffic, close when no s:pong() came
+--                           -- within ping_timeout (Engine.IO's rule)
+--       register = false,   -- optional: the registry holds what the
+--   }                       -- protocol builds on the socket, not the socket
 --   local s = socket.open(class, opts, data, head[, subprotocol])
 --
 -- A socket's metatable is its class, so it pays no field for its protocol:
@@ -75,9 +80,11 @@ local DEFAULTS = {
     close_timeout = 2,          -- s we wait for the peer's close reply
     max_queue = 1024,           -- frames waiting to be written
     max_queue_bytes = 4194304,  -- bytes waiting to be written
+    ping_timeout = 20,          -- s for a pong, for a protocol with a heartbeat
 }
 local NUMERIC = { "max_message_size", "max_fragments", "ping_interval", "idle_timeout",
-                  "send_timeout", "close_timeout", "max_queue", "max_queue_bytes" }
+                  "send_timeout", "close_timeout", "max_queue", "max_queue_bytes",
+                  "ping_timeout" }
 
 -- What each continuation frame counts toward max_message_size besides its
 -- payload: the least a client frame takes on the wire (2 header bytes and
@@ -182,11 +189,40 @@ local function drain(self)
     return self.state ~= "closed"
 end
 
+-- The heartbeat of a protocol that has one: a ping every ping_interval
+-- whatever else is sent, and the socket closed when the pong is not back
+-- within ping_timeout.  self.beat is the time of the next ping while none
+-- is out, minus the pong's deadline while one is (one field for both).
+local begin_close
+
+local function heartbeat_writer(self)
+    local opts = self.opts
+    local interval, timeout = opts.ping_interval, opts.ping_timeout
+    self.beat = now() + interval
+    while drain(self) do
+        local beat = self.beat
+        local wait = (beat < 0 and -beat or beat) - now()
+        local woken = self.sema:wait(wait > 0.001 and wait or 0.001)
+        if not woken and self.state == "open" then
+            beat = self.beat
+            local t = now() + 0.001
+            if beat < 0 and t >= -beat then
+                self.recv_err = "ping timeout"
+                begin_close(self, CLOSE_NORMAL, nil, false)
+            elseif beat > 0 and t >= beat then
+                enqueue(self, self.wire.ping)
+                self.beat = -(t + timeout)
+            end
+        end
+    end
+end
+
 -- The writer also keeps the connection alive: when it has had nothing to
 -- do for ping_interval and the peer has been silent as long, it pings.
 -- (Pinging from here, not from a read timeout, keeps idle sockets free of
 -- timer wakeups on the read side and of "read timed out" log lines.)
 local function writer(self)
+    if self.wire.heartbeat then return heartbeat_writer(self) end
     local interval = self.opts.ping_interval
     local wait = interval > 0 and interval or 300
     while drain(self) do
@@ -200,7 +236,7 @@ end
 
 -- Starts the close handshake: our close frame goes after what is queued,
 -- the socket leaves the registry at once.
-local function begin_close(self, code, reason, flush)
+function begin_close(self, code, reason, flush)
     if self.state ~= "open" then return false end
     self.state = "closing"
     self.close_code = code
@@ -482,6 +518,13 @@ function methods.close(self, code, reason)
     return begin_close(self, code or CLOSE_NORMAL, reason, true)
 end
 
+-- socket:pong(): the heartbeat's answer came (a protocol's message hook
+-- calls it); the next ping is ping_interval from now.
+function methods.pong(self)
+    local beat = self.beat
+    if beat and beat < 0 then self.beat = now() + self.opts.ping_interval end
+end
+
 -- socket.class(wire) --> the metatable of wire's sockets.
 function _M.class(wire)
     if type(wire) ~= "table" or type(wire.encode) ~= "function" or type(wire.ping) ~= "string" then
@@ -509,7 +552,7 @@ local function next_id()
     return id_prefix .. id_seq
 end
 
--- socket.open(class, opts, data, head[, subprotocol]) in content_by_lua,
+-- socket.open(class, opts, data, head[, subprotocol[, id]]) in content_by_lua,
 -- once the protocol's handshake checks and auth have passed: takes the
 -- request's connection, writes head (the handshake's answer) and returns
 -- the socket.  data is what auth saw (data.user, data.serialized_user,
@@ -517,7 +560,7 @@ end
 -- data.user.logged_in vouches for (registry.index_of).  When the
 -- connection cannot be had, it ends the request (500, or quietly when the
 -- client is gone) and does not return.
-function _M.open(class, opts, data, head, subprotocol)
+function _M.open(class, opts, data, head, subprotocol, id)
     local name = class.wire.name
     local sock, err = req_socket(true)
     if not sock then
@@ -536,7 +579,7 @@ function _M.open(class, opts, data, head, subprotocol)
     -- these 14, _slot (the registry's) and protocol when one was chosen
     local key, sid = registry.index_of(data)
     local self = setmetatable({
-        id = next_id(),
+        id = id or next_id(),
         user = data.user,
         data = data,
         opts = opts,
@@ -555,7 +598,7 @@ function _M.open(class, opts, data, head, subprotocol)
         host.log("err", "passport: " .. name .. ": cannot start the writer: " .. err)
         return ngx.exit(500)
     end
-    registry.add(self)
+    if class.wire.register ~= false then registry.add(self) end
     return self
 end
 

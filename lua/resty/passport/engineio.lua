@@ -1,0 +1,323 @@
+-- Engine.IO v4, the transport layer under Socket.IO, on the socket core.
+-- WebSocket transport: `GET <path>/?EIO=4&transport=websocket` is checked
+-- as npm engine.io checks it, authorized, answered 101 plus the open
+-- packet; then one Engine.IO packet per WebSocket message ("4" + text, or
+-- a binary message as is), a ping ("2") every ping_interval and the socket
+-- closed when its pong ("3") is not back within ping_timeout.
+--
+-- A transport is what accept() opens; the layers above (socketio.lua, or an
+-- application through serve()) see only a socket that recv()s and sends
+-- messages, so that HTTP long-polling can be added here alone.
+--
+--   local eio = passport.engineio { auth = auth, ping_interval = 25000 }
+--   eio:on("connection", function(socket)
+--       socket:on("message", function(data, binary) socket:send(data, binary) end)
+--       socket:on("close", function(reason) end)
+--   end)
+--   -- content_by_lua_block { eio:serve() }
+local frame = require "resty.passport.ws.frame"
+local ffi_core = require "resty.passport.ffi"
+local nginx = require "resty.passport.nginx"
+local socket = require "resty.passport.ws.socket"
+local websocket = require "resty.passport.websocket"
+local host = require "resty.passport.host"
+
+local accept_key = frame.accept_key
+local encode = frame.encode
+local handshake_input = nginx.handshake_input
+local http_error = nginx.respond_error
+local refusal = nginx.refusal
+local reject = nginx.reject
+local bad_upgrade = websocket.bad_upgrade
+local switching = websocket.switching
+local random_id = ffi_core.random_id
+local open = socket.open
+local ngx = ngx
+local byte = string.byte
+local error = error
+local get_method = ngx.req.get_method
+local pairs = pairs
+local pcall = pcall
+local setmetatable = setmetatable
+local sub = string.sub
+local tostring = tostring
+local type = type
+
+local TEXT, BINARY = frame.TEXT, frame.BINARY
+
+local _M = { _VERSION = "0.1.0", PROTOCOL = 4 }
+
+-- engine.io's error codes and messages (Server.errors, errorMessages).
+local UNKNOWN_TRANSPORT, UNKNOWN_SID, BAD_HANDSHAKE_METHOD = 0, 1, 2
+local BAD_REQUEST, UNSUPPORTED_PROTOCOL_VERSION = 3, 5
+local MESSAGES = {
+    [0] = "Transport unknown", "Session ID unknown", "Bad handshake method",
+    "Bad request", "Forbidden", "Unsupported protocol version",
+}
+
+---------------------------------------------------------------------------
+-- Options.  Engine.IO's are in milliseconds, as in npm engine.io; the
+-- core's (seconds) are derived from them.
+
+local DEFAULTS = {
+    ping_interval = 25000, ping_timeout = 20000, max_payload = 1000000,
+}
+local ENGINE = {
+    auth = "table", ping_interval = "number", ping_timeout = "number",
+    max_payload = "number",
+    -- the socket core's, passed through
+    max_queue = "number", max_queue_bytes = "number", send_timeout = "number",
+    close_timeout = "number", max_fragments = "number",
+}
+local PASSED = { "max_queue", "max_queue_bytes", "send_timeout", "close_timeout", "max_fragments" }
+
+local function argerr(fname, msg)
+    error("bad argument #1 to '" .. fname .. "' (" .. msg .. ")", 4)
+end
+
+local function check(opts, fname, extra)
+    if type(opts) ~= "table" then
+        argerr(fname, "table expected, got " .. type(opts))
+    end
+    for k, v in pairs(opts) do
+        local want = ENGINE[k] or extra and extra[k]
+        if not want then argerr(fname, "unknown option '" .. tostring(k) .. "'") end
+        if want ~= "any" and type(v) ~= want then
+            argerr(fname, "option '" .. k .. "': " .. want .. " expected, got " .. type(v))
+        end
+    end
+    local auth = opts.auth
+    if type(auth) ~= "table" or type(auth.verify) ~= "function" then
+        argerr(fname, "option 'auth': an authorize object expected, from passport.authorize{...}")
+    end
+    for name in pairs(DEFAULTS) do
+        local v = opts[name]
+        if v ~= nil and (v <= 0 or v ~= v or v % 1 ~= 0) then
+            argerr(fname, "option '" .. name .. "': positive integer expected")
+        end
+    end
+end
+
+-- The open packet's JSON without its sid: npm engine.io's key order.
+local function open_suffix(o)
+    return '","upgrades":[],"pingInterval":' .. o.ping_interval .. ',"pingTimeout":'
+           .. o.ping_timeout .. ',"maxPayload":' .. o.max_payload .. '}'
+end
+
+---------------------------------------------------------------------------
+-- The wire: Engine.IO packets in WebSocket messages.
+
+-- What a text message from the client is: "4" a message (returned to
+-- recv), "3" the pong, "1" close; "0", "5" and "6" mean nothing on a
+-- WebSocket-only session.  A ping ("2": the client never pings in v4) or
+-- an unknown type closes the socket, as engine.io does.
+local function on_message(s, msg, typ)
+    if typ == "binary" then return msg, typ end
+    local t = byte(msg, 1)
+    if t == 52 then     -- "4"
+        return sub(msg, 2), "text"
+    elseif t == 51 then -- "3"
+        s:pong()
+    elseif t == 49 then -- "1"
+        s.reason = "transport close"
+        s:close()
+    elseif t ~= 48 and t ~= 53 and t ~= 54 then
+        s.reason = t == 50 and "transport error" or "parse error"
+        s:close()
+    end
+    return nil
+end
+
+local function encode_message(data, binary)
+    if binary then return encode(BINARY, data) end
+    return encode(TEXT, "4" .. data)
+end
+
+local PING = encode(TEXT, "2")
+
+local function new_class(name, register, methods)
+    local class = socket.class {
+        name = name,
+        encode = encode_message,
+        ping = PING,
+        message = on_message,
+        heartbeat = true,
+        register = register,
+    }
+    for k, f in pairs(methods or {}) do class[k] = f end
+    return class
+end
+
+---------------------------------------------------------------------------
+-- The request.
+
+-- engine.io's verify() and handshake() for a request without a session:
+-- nil, or the error code.  upgrade: the request asks for one.
+local function check_request(var, upgrade)
+    if var.arg_transport ~= "websocket" then return UNKNOWN_TRANSPORT end
+    -- no polling yet, so no session a sid could name
+    if var.arg_sid then return UNKNOWN_SID end
+    if get_method() ~= "GET" then return BAD_HANDSHAKE_METHOD end
+    if not upgrade then return BAD_REQUEST end
+    if var.arg_EIO ~= "4" then return UNSUPPORTED_PROTOCOL_VERSION end
+    return nil
+end
+
+-- The refusal engine.io gives: a WebSocket upgrade gets a bare 400 with the
+-- message as text/html; any other request a JSON {code, message}.
+local function refuse_request(code, upgrade)
+    local msg = MESSAGES[code]
+    host.log("info", "passport: engine.io request refused: " .. msg)
+    ngx.status = 400
+    local header = ngx.header
+    header["Cache-Control"] = "no-store"
+    local body
+    if upgrade then
+        header["Content-Type"] = "text/html"
+        body = msg
+    else
+        header["Content-Type"] = "application/json"
+        body = '{"code":' .. code .. ',"message":"' .. msg .. '"}'
+    end
+    header["Content-Length"] = #body
+    ngx.print(body)
+    return ngx.exit(400)
+end
+
+---------------------------------------------------------------------------
+-- The server.
+
+local Server = {}
+Server.__index = Server
+
+-- engineio.new(opts[, fname, extra, methods]): extra, the options of a
+-- layer above (name -> type) checked here too; methods, added to its
+-- sockets' class.  A layer above registers its own objects in the
+-- registry, so its sockets are not (register = false).
+function _M.new(opts, fname, extra, methods, register)
+    fname = fname or "engineio"
+    check(opts, fname, extra)
+    local o = {}
+    for k, v in pairs(DEFAULTS) do o[k] = opts[k] or v end
+    local core = {
+        ping_interval = o.ping_interval / 1000,
+        ping_timeout = o.ping_timeout / 1000,
+        -- the reader's backstop; the heartbeat closes a silent peer first
+        idle_timeout = (o.ping_interval + o.ping_timeout) / 1000 + 5,
+        max_message_size = o.max_payload,
+    }
+    for _, k in pairs(PASSED) do core[k] = opts[k] end
+    local self = setmetatable({
+        auth = opts.auth,
+        core = socket.options(core, fname),
+        open_suffix = open_suffix(o),
+        ping_interval = o.ping_interval,
+        ping_timeout = o.ping_timeout,
+        max_payload = o.max_payload,
+        -- a layer above answers refusals itself (Socket.IO's CONNECT_ERROR)
+        refuse_in_band = false,
+        handlers = {},
+    }, Server)
+    self.class = new_class("engine.io", register ~= false, methods or { on = _M.on })
+    return self
+end
+
+-- eio:accept() in content_by_lua: the socket, or nil once the request
+-- has been answered (a bad request, a refused handshake).  The socket's
+-- data is what auth saw; when the server answers refusals in band, a
+-- refused handshake is opened too, its data { refused = message }.
+function Server:accept()
+    local var = ngx.var
+    local upgrade = var.http_upgrade ~= nil
+    local code = check_request(var, upgrade)
+    if code then return refuse_request(code, upgrade) end
+    local status, msg, extra = bad_upgrade(var)
+    if status then
+        host.log("info", "passport: engine.io handshake refused (" .. status .. "): " .. msg)
+        return http_error(status, msg, extra)
+    end
+    local accept = accept_key(var.http_sec_websocket_key)
+    if not accept then
+        return http_error(400, "invalid Sec-WebSocket-Key")
+    end
+    local auth = self.auth
+    local ok, data, is_error, refused = auth:verify(handshake_input(auth))
+    if not ok then
+        if not self.refuse_in_band then return reject(data, is_error, refused) end
+        local _, public = refusal(data, is_error, refused)
+        data = { refused = public }
+    end
+    local sid = random_id(20)
+    if not sid then
+        host.log("err", "passport: engine.io: no random bytes for a session id")
+        return http_error(500, "no session id")
+    end
+    local head = switching(accept)
+                 .. encode(TEXT, '0{"sid":"' .. sid .. self.open_suffix)
+    return open(self.class, self.core, data, head, nil, sid)
+end
+
+-- Why a socket's recv() ended, in engine.io's words.
+function _M.reason(s)
+    if s.reason then return s.reason end
+    if s.recv_err == "ping timeout" then return "ping timeout" end
+    if s.close_code and s.close_code ~= frame.CLOSE_ABNORMAL and not s.close_reason then
+        return "forced close"
+    end
+    return "transport close"
+end
+local reason_of = _M.reason
+
+-- eio:on("connection", fn): fn(socket) for each accepted socket.
+function Server:on(event, fn)
+    if event ~= "connection" then
+        error("bad argument #1 to 'on' (\"connection\" expected)", 2)
+    end
+    if type(fn) ~= "function" then
+        error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
+    end
+    self.handlers.connection = fn
+    return self
+end
+
+local function call(what, fn, ...)
+    local ok, err = pcall(fn, ...)
+    if not ok then
+        host.log("err", "passport: engine.io " .. what .. " handler raised: " .. tostring(err))
+    end
+end
+
+-- eio:serve() in content_by_lua: accepts, then runs the socket's handlers
+-- until it closes (npm engine.io's event style; accept() and recv() are
+-- the loop style).
+function Server:serve()
+    local s = self:accept()
+    if not s then return end
+    local on_connection = self.handlers.connection
+    if on_connection then call("connection", on_connection, s) end
+    while true do
+        local msg, typ = s:recv()
+        if not msg then break end
+        local fn = s._on_message
+        if fn then call("message", fn, msg, typ == "binary") end
+    end
+    local fn = s._on_close
+    if fn then call("close", fn, reason_of(s)) end
+end
+
+-- The socket's own methods: on("message" | "close", fn).
+function _M.on(s, event, fn)
+    if type(fn) ~= "function" then
+        error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
+    end
+    if event == "message" then
+        s._on_message = fn
+    elseif event == "close" then
+        s._on_close = fn
+    else
+        error("bad argument #1 to 'on' (\"message\" or \"close\" expected)", 2)
+    end
+    return s
+end
+
+return _M

@@ -5,6 +5,7 @@
 --   auth:access()      -- nginx access phase
 --   auth:check(req)    -- any host
 --   passport.websocket(auth, opts)   -- content phase: the gateway holds it
+--   passport.socketio{ auth = auth }; io:of("/"):on("connection", fn); io:serve()
 --   passport.init_worker{...}; passport.emit{...}
 --   passport.filter_sockets_by_user(fn); passport.sockets_of(user)
 local authorize = require "resty.passport.authorize"
@@ -35,6 +36,8 @@ local function lazy(name)
     end
 end
 local websocket = lazy "resty.passport.websocket"
+local engineio = lazy "resty.passport.engineio"
+local socketio = lazy "resty.passport.socketio"
 local bus = lazy "resty.passport.bus"
 local registry = lazy "resty.passport.registry"
 
@@ -42,6 +45,22 @@ local registry = lazy "resty.passport.registry"
 -- socket, or sends the HTTP error and returns nil.
 function _M.websocket(auth, opts)
     return websocket().serve(auth, opts)
+end
+
+-- A Socket.IO server (socket.io-client connects to nginx); io:serve() in
+-- content_by_lua.
+function _M.socketio(opts)
+    return socketio().new(opts)
+end
+
+-- An Engine.IO server on its own (npm engine.io's sockets).
+function _M.engineio(opts)
+    return engineio().new(opts)
+end
+
+-- A binary value for Socket.IO (received ones are such values: v.data).
+function _M.binary(s)
+    return socketio().binary(s)
 end
 
 -- init_worker_by_lua: the subscriber for emit and logout.

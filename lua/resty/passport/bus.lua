@@ -8,18 +8,27 @@
 -- Delivery is at most once: a worker whose subscriber is reconnecting
 -- misses what is published meanwhile; nothing is stored or retried.
 --
--- Wire format of a published message (version 1):
---   "1" kind len ":" key type data
---   kind: "u" (key = a user key) or "f" (key = a filter name);
---   type: "t" (text) or "b" (binary).
+-- Wire format of a published message:
+--   version 1, a message:  "1" kind len ":" key type data
+--     type: "t" (text) or "b" (binary)
+--   version 2, an event:   "2" kind len ":" key len ":" nsp n ":"
+--                          (len ":" attachment){n} packet
+--     packet: the Socket.IO EVENT packet, encoded once by the publisher
+--   kind: "u" (key = a user key), "f" (a filter name) or "r" (a room).
+-- A message reaches the sockets of namespace "/" (a plain WebSocket is
+-- there); a Socket.IO socket receives it as the event "message".  An
+-- event reaches the sockets of its namespace; a plain WebSocket receives
+-- it as the JSON text [event, args...] (not when it has binary args).
 local cjson = require "cjson.safe"
 local frame = require "resty.passport.ws.frame"
+local parser = require "resty.passport.socketio.parser"
 local pubsub = require "resty.passport.redis.pubsub"
 local registry = require "resty.passport.registry"
 local logout = require "resty.passport.logout"
 local host = require "resty.passport.host"
 
 local byte = string.byte
+local concat = table.concat
 local error = error
 local find = string.find
 local pairs = pairs
@@ -37,10 +46,26 @@ local conf -- set by init_worker
 ---------------------------------------------------------------------------
 -- Delivery on this worker.
 
--- The sockets a message is for: by user key, or by a named filter.
-local function recipients(kind, key)
+-- The sockets of namespace nsp among list (a plain WebSocket is in "/").
+local function in_nsp(list, nsp)
+    local out, n = {}, 0
+    for i = 1, #list do
+        local sock = list[i]
+        if (sock.nsp or "/") == nsp then
+            n = n + 1
+            out[n] = sock
+        end
+    end
+    return out
+end
+
+-- The sockets of namespace nsp a message is for: by user key, by a named
+-- filter, or by room.
+local function recipients(kind, key, nsp)
     if kind == "u" then
-        return registry.of_key(key)
+        return in_nsp(registry.of_key(key), nsp)
+    elseif kind == "r" then
+        return registry.of_room(nsp, key)
     elseif kind ~= "f" then
         return nil
     end
@@ -54,32 +79,78 @@ local function recipients(kind, key)
         host.log("err", "passport: filter '" .. key .. "' raised: " .. tostring(res))
         return nil
     end
-    return res
+    return in_nsp(res, nsp)
 end
 
--- Delivers one published message; returns how many sockets got it.
-local function deliver(msg)
-    if byte(msg, 1) ~= 49 then return 0 end -- "1"
-    local colon = find(msg, ":", 3, true)
-    local len = colon and tonumber(sub(msg, 3, colon - 1))
-    if not len then return 0 end
-    local sockets = recipients(sub(msg, 2, 2), sub(msg, colon + 1, colon + len))
-    if not sockets or sockets[1] == nil then return 0 end
-    local binary = sub(msg, colon + len + 1, colon + len + 1) == "b"
-    local data = sub(msg, colon + len + 2)
-    local encoded = {} -- wire -> bytes: once per protocol, not per socket
+-- Sends to each socket what its protocol makes of the message, encoded
+-- once per protocol (and namespace), not per socket.  encode(wire) -->
+-- bytes or nil (nothing for that protocol).
+local function send_all(sockets, encode)
+    local encoded = {}
     local n = 0
     for i = 1, #sockets do
         local s = sockets[i]
         local wire = s.wire
         local bytes = encoded[wire]
-        if not bytes then
-            bytes = wire.encode(data, binary)
+        if bytes == nil then
+            bytes = encode(wire) or false
             encoded[wire] = bytes
         end
-        if s:send_frame(bytes) then n = n + 1 end
+        if bytes and s:send_frame(bytes) then n = n + 1 end
     end
     return n
+end
+
+-- "<len>:<bytes>" at i: the bytes and the index after them, or nil.
+local function field(msg, i)
+    local colon = find(msg, ":", i, true)
+    local len = colon and tonumber(sub(msg, i, colon - 1))
+    if not len or len < 0 or colon + len > #msg then return nil end
+    return sub(msg, colon + 1, colon + len), colon + len + 1
+end
+
+local function deliver_message(msg)
+    local key, i = field(msg, 3)
+    if not key then return 0 end
+    local sockets = recipients(sub(msg, 2, 2), key, "/")
+    if not sockets or sockets[1] == nil then return 0 end
+    local binary = sub(msg, i, i) == "b"
+    local data = sub(msg, i + 1)
+    return send_all(sockets, function(wire) return wire.encode(data, binary) end)
+end
+
+local function deliver_event(msg)
+    local key, i = field(msg, 3)
+    local nsp
+    if key then nsp, i = field(msg, i) end
+    local colon = nsp and find(msg, ":", i, true)
+    local natt = colon and tonumber(sub(msg, i, colon - 1))
+    if not natt then return 0 end
+    i = colon + 1
+    local atts = {}
+    for k = 1, natt do
+        atts[k], i = field(msg, i)
+        if not atts[k] then return 0 end
+    end
+    local packet = sub(msg, i)
+    local sockets = recipients(sub(msg, 2, 2), key, nsp)
+    if not sockets or sockets[1] == nil then return 0 end
+    return send_all(sockets, function(wire)
+        if wire.event then return wire.event(packet, atts) end
+        -- a plain WebSocket: the JSON [event, args...], after the packet's
+        -- type ("2") and namespace
+        if natt > 0 then return nil end
+        local json = sub(packet, nsp == "/" and 2 or #nsp + 3)
+        return wire.encode(json, false)
+    end)
+end
+
+-- Delivers one published message; returns how many sockets got it.
+local function deliver(msg)
+    local version = byte(msg, 1)
+    if version == 49 then return deliver_message(msg) end -- "1"
+    if version == 50 then return deliver_event(msg) end   -- "2"
+    return 0
 end
 
 local function on_message(_, payload)
@@ -159,16 +230,84 @@ function _M.init_worker(opts)
     return true
 end
 
--- passport.emit{ user = <passport.user>, data = ... } or
--- passport.emit{ filter = "<name>", data = ... }; binary = true for a
--- binary message; a table data is sent as JSON text.  Returns the number
--- of workers (all nodes) that received it, or nil and an error.
+-- The target of an emit: kind and key ("u" user key, "f" filter, "r"
+-- room).  Misuse raises for emit's caller.
+local function target(msg)
+    local given = (msg.user ~= nil and 1 or 0) + (msg.filter ~= nil and 1 or 0)
+                  + (msg.room ~= nil and 1 or 0)
+    if given ~= 1 then
+        error("bad argument #1 to 'emit' (give one of user, room or filter)", 3)
+    end
+    if msg.filter ~= nil then
+        if type(msg.filter) ~= "string" or not conf.filters[msg.filter] then
+            error("bad field 'filter' to 'emit' (a filter registered in init_worker expected, got "
+                  .. tostring(msg.filter) .. ")", 3)
+        end
+        return "f", msg.filter
+    elseif msg.room ~= nil then
+        if type(msg.room) ~= "string" then
+            error("bad field 'room' to 'emit' (string expected, got " .. type(msg.room) .. ")", 3)
+        end
+        return "r", msg.room
+    end
+    local key = registry.key_of(msg.user)
+    if key == nil then
+        error("bad field 'user' to 'emit' (a passport.user value expected)", 3)
+    end
+    return "u", key
+end
+
+local function publish(payload)
+    if #payload > conf.max_message_size then
+        return nil, "message of " .. #payload .. " bytes exceeds max_message_size"
+    end
+    return conf.store:command("PUBLISH", conf.channel, payload)
+end
+
+-- An event: the packet encoded here, once for every recipient everywhere.
+local function emit_event(msg, kind, key)
+    local event, args, nsp = msg.event, msg.args or {}, msg.namespace or "/"
+    if type(event) ~= "string" then
+        error("bad field 'event' to 'emit' (string expected, got " .. type(event) .. ")", 3)
+    end
+    if type(args) ~= "table" then
+        error("bad field 'args' to 'emit' (table expected, got " .. type(args) .. ")", 3)
+    end
+    if type(nsp) ~= "string" or not find(nsp, "^/[^,]*$") then
+        error("bad field 'namespace' to 'emit' (a namespace name expected)", 3)
+    end
+    local packet, atts = parser.encode_event(nsp, nil, event, args.n or #args, args)
+    if not packet then
+        error("bad field 'args' to 'emit' (" .. tostring(atts) .. ")", 3)
+    end
+    atts = atts or {}
+    local parts = { "2", kind, #key, ":", key, #nsp, ":", nsp, #atts, ":" }
+    for i = 1, #atts do
+        parts[#parts + 1] = #atts[i] .. ":" .. atts[i]
+    end
+    parts[#parts + 1] = packet
+    return publish(concat(parts))
+end
+
+-- passport.emit{ user = <passport.user> | room = "name" | filter = "name",
+--   data = ..., binary = true }   a message (a table data goes as JSON);
+-- passport.emit{ user | room | filter, namespace = "/", event = "name",
+--   args = { ... } }              a Socket.IO event.
+-- Returns the number of workers (all nodes) that received it, or nil and
+-- an error.
 function _M.emit(msg)
     if not conf then
         error("passport.emit needs passport.init_worker{...} in init_worker_by_lua", 2)
     end
     if type(msg) ~= "table" then
         error("bad argument #1 to 'emit' (table expected, got " .. type(msg) .. ")", 2)
+    end
+    local kind, key = target(msg)
+    if msg.event ~= nil then
+        if msg.data ~= nil then
+            error("bad argument #1 to 'emit' (give data or event, not both)", 2)
+        end
+        return emit_event(msg, kind, key)
     end
     local data = msg.data
     if type(data) == "table" then
@@ -182,26 +321,7 @@ function _M.emit(msg)
     if not binary and not utf8_valid(data) then
         error("bad field 'data' to 'emit' (text must be UTF-8; set binary = true)", 2)
     end
-    local kind, key
-    if msg.filter ~= nil then
-        if msg.user ~= nil then error("bad argument #1 to 'emit' (give user or filter, not both)", 2) end
-        if type(msg.filter) ~= "string" or not conf.filters[msg.filter] then
-            error("bad field 'filter' to 'emit' (a filter registered in init_worker expected, got "
-                  .. tostring(msg.filter) .. ")", 2)
-        end
-        kind, key = "f", msg.filter
-    else
-        key = registry.key_of(msg.user)
-        if key == nil then
-            error("bad field 'user' to 'emit' (a passport.user value expected)", 2)
-        end
-        kind = "u"
-    end
-    if #data > conf.max_message_size then
-        return nil, "message of " .. #data .. " bytes exceeds max_message_size"
-    end
-    local payload = "1" .. kind .. #key .. ":" .. key .. (binary and "b" or "t") .. data
-    return conf.store:command("PUBLISH", conf.channel, payload)
+    return publish("1" .. kind .. #key .. ":" .. key .. (binary and "b" or "t") .. data)
 end
 
 return _M

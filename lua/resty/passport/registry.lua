@@ -7,10 +7,20 @@
 -- A user key is the serialized passport.user with its type, so that the
 -- user 1 and the user "1" stay apart as they do in passport: "n1", "s1".
 -- For a table user, the value under user_key (default "id") stands for it.
+--
+-- Rooms (Socket.IO's): a socket's namespace (socket.nsp; "/" when it has
+-- none, as a plain WebSocket) and a room name.  Every socket is in
+-- "user:<its user>" and "session:<its session id>" without an entry of
+-- its own: those two are answered from the user and session indexes.
+-- Other rooms are joined: socket.rooms (a set, made on the first join)
+-- and an index by namespace and name.
 local error = error
 local format = string.format
+local match = string.match
+local tonumber = tonumber
 local getmetatable = getmetatable
 local next = next
+local sub = string.sub
 local setmetatable = setmetatable
 local type = type
 
@@ -20,6 +30,7 @@ local list = {}       -- i -> socket (dense; socket._slot = i)
 local count = 0
 local by_user = {}    -- key -> { [socket] = true }
 local by_sid = {}     -- session id -> { [socket] = true }
+local by_room = {}    -- namespace .. "\0" .. room -> { [socket] = true }
 
 local user_key = "id"
 
@@ -96,6 +107,10 @@ function _M.index_of(data)
     return key_of(data.serialized_user), data.session_id
 end
 
+local function room_key(socket, room)
+    return (socket.nsp or "/") .. "\0" .. room
+end
+
 function _M.add(socket)
     if socket._slot then return end
     count = count + 1
@@ -103,11 +118,19 @@ function _M.add(socket)
     socket._slot = count
     if socket._key then index_add(by_user, socket._key, socket) end
     if socket._sid then index_add(by_sid, socket._sid, socket) end
+    local rooms = socket.rooms
+    if rooms then
+        for room in next, rooms do index_add(by_room, room_key(socket, room), socket) end
+    end
 end
 
 function _M.remove(socket)
     local i = socket._slot
     if not i then return end
+    local rooms = socket.rooms
+    if rooms then
+        for room in next, rooms do index_del(by_room, room_key(socket, room), socket) end
+    end
     local last = list[count]
     list[i] = last
     last._slot = i
@@ -133,6 +156,104 @@ function _M.update(socket, key, sid)
         socket._sid = sid
         if registered and sid then index_add(by_sid, sid, socket) end
     end
+end
+
+---------------------------------------------------------------------------
+-- Rooms.
+
+-- The room of a user: "user:" and its key's value ("user:42" for 42 and
+-- for "42" alike, as a room name is a string).
+local USER_ROOM, SESSION_ROOM = "user:", "session:"
+
+function _M.user_room(key)
+    return key and USER_ROOM .. sub(key, 2) or nil
+end
+
+function _M.join(socket, room)
+    if type(room) ~= "string" then
+        error("bad argument #1 to 'join' (string expected, got " .. type(room) .. ")", 3)
+    end
+    local rooms = socket.rooms
+    if not rooms then
+        rooms = {}
+        socket.rooms = rooms
+    elseif rooms[room] then
+        return
+    end
+    rooms[room] = true
+    if socket._slot then index_add(by_room, room_key(socket, room), socket) end
+end
+
+function _M.leave(socket, room)
+    local rooms = socket.rooms
+    if not rooms or not rooms[room] then return end
+    rooms[room] = nil
+    if socket._slot then index_del(by_room, room_key(socket, room), socket) end
+end
+
+local function add_entry(out, n, v, nsp)
+    if v == nil then return n end
+    if getmetatable(v) ~= SET then
+        if (v.nsp or "/") == nsp then
+            n = n + 1
+            out[n] = v
+        end
+        return n
+    end
+    for s in next, v do
+        if (s.nsp or "/") == nsp then
+            n = n + 1
+            out[n] = s
+        end
+    end
+    return n
+end
+
+-- The sockets of namespace nsp in room, on this worker.
+function _M.of_room(nsp, room)
+    local out, n = {}, 0
+    local user = match(room, "^user:(.*)$")
+    if user then
+        -- the user keys whose room this is: the string, and the number
+        -- that prints as it
+        n = add_entry(out, n, by_user["s" .. user], nsp)
+        local num = tonumber(user)
+        if num and format("%.17g", num) == user then
+            n = add_entry(out, n, by_user["n" .. user], nsp)
+        end
+        if user == "true" or user == "false" then
+            add_entry(out, n, by_user["b" .. user], nsp)
+        end
+        return out
+    end
+    local sid = match(room, "^session:(.*)$")
+    if sid then
+        add_entry(out, 0, by_sid[sid], nsp)
+        return out
+    end
+    add_entry(out, 0, by_room[nsp .. "\0" .. room], nsp)
+    return out
+end
+
+-- A socket's rooms: its user's and its session's, then the joined ones.
+function _M.rooms_of(socket)
+    local out, n = {}, 0
+    if socket._key then
+        n = n + 1
+        out[n] = USER_ROOM .. sub(socket._key, 2)
+    end
+    if socket._sid then
+        n = n + 1
+        out[n] = SESSION_ROOM .. socket._sid
+    end
+    local rooms = socket.rooms
+    if rooms then
+        for room in next, rooms do
+            n = n + 1
+            out[n] = room
+        end
+    end
+    return out
 end
 
 function _M.count()

@@ -294,11 +294,18 @@ function Socket.disconnect(s, close)
 end
 
 -- socket:close(code, reason): what logout and a worker's exit call on any
--- registered socket: the connection's namespaces get DISCONNECT, then it
--- closes with code.
+-- registered socket.  A logout (any code but 1001) sends each namespace
+-- of the connection a DISCONNECT, so the client stays away; a worker that
+-- goes away (1001) only closes the connection, so the client reconnects,
+-- to another worker, as socket.io's own clients do when a server stops.
 function Socket.close(s, code, reason)
     if s.state ~= "open" then return false end
-    close_all(s, code, reason)
+    if code == frame.CLOSE_GOING_AWAY then
+        for _, other in pairs(s.client.sockets) do on_close(other, "server shutting down") end
+        s.conn:close(code, reason)
+    else
+        close_all(s, code, reason)
+    end
     return true
 end
 

@@ -135,6 +135,13 @@ end
 
 local PING = encode(TEXT, "2")
 
+-- The server closing a socket: engine.io's reason, "forced close", unless
+-- a more precise one was set first.
+local function close(s, code, reason)
+    if s.state == "open" and not s.reason then s.reason = "forced close" end
+    return s.core_close(s, code, reason)
+end
+
 local function new_class(name, register, methods)
     local class = socket.class {
         name = name,
@@ -143,7 +150,11 @@ local function new_class(name, register, methods)
         message = on_message,
         heartbeat = true,
         register = register,
+        -- engine.io closes its WebSocket with ws's close(): no status code
+        silent_close = true,
     }
+    class.core_close = class.close
+    class.close = close
     for k, f in pairs(methods or {}) do class[k] = f end
     return class
 end
@@ -259,12 +270,8 @@ end
 
 -- Why a socket's recv() ended, in engine.io's words.
 function _M.reason(s)
-    if s.reason then return s.reason end
     if s.recv_err == "ping timeout" then return "ping timeout" end
-    if s.close_code and s.close_code ~= frame.CLOSE_ABNORMAL and not s.close_reason then
-        return "forced close"
-    end
-    return "transport close"
+    return s.reason or "transport close"
 end
 local reason_of = _M.reason
 

@@ -508,7 +508,7 @@ local function on_packet(client, packet)
         return connect(client, name, packet.data)
     elseif not s or typ == CONNECT or typ == CONNECT_ERROR then
         -- as socket.io's client.ts: an invalid state ends the connection
-        return close_conn(client, "parse error", "packet for a namespace not connected")
+        return close_conn(client, "forced server close", "invalid state (packet type " .. typ .. ")")
     end
     if typ == EVENT then
         on_event(s, packet)
@@ -522,14 +522,15 @@ end
 local function on_data(client, msg, typ)
     local packet, err = client.decoder:add(msg, typ == "binary")
     if packet then return on_packet(client, packet) end
-    if err then return close_conn(client, "parse error", err) end
+    -- socket.io's Client.onerror: the engine socket closes ("forced close")
+    if err then return close_conn(client, "forced close", err) end
 end
 
 -- connect_timeout: a connection with no namespace yet is closed.
 local function connect_expired(client)
     client.timer = nil
     if next(client.sockets) == nil and client.conn.state == "open" then
-        close_conn(client, "connect timeout")
+        close_conn(client, "forced server close", "no namespace joined in connect_timeout")
     end
 end
 

@@ -18,7 +18,9 @@
 --                           -- the traffic, close when no s:pong() came
 --                           -- within ping_timeout (Engine.IO's rule)
 --       register = false,   -- optional: the registry holds what the
---   }                       -- protocol builds on the socket, not the socket
+--                           -- protocol builds on the socket, not the socket
+--       silent_close = true, -- optional: close() without a code sends a
+--   }                        -- close frame without a status (as npm ws does)
 --   local s = socket.open(class, opts, data, head[, subprotocol])
 --
 -- A socket's metatable is its class, so it pays no field for its protocol:
@@ -208,7 +210,7 @@ local function heartbeat_writer(self)
             local t = now() + 0.001
             if beat < 0 and t >= -beat then
                 self.recv_err = "ping timeout"
-                begin_close(self, CLOSE_NORMAL, nil, false)
+                begin_close(self, not self.wire.silent_close and CLOSE_NORMAL or nil, nil, false)
             elseif beat > 0 and t >= beat then
                 enqueue(self, self.wire.ping)
                 self.beat = -(t + timeout)
@@ -507,13 +509,16 @@ function methods.send(self, data, binary)
 end
 
 -- socket:close([code[, reason]]): starts the close handshake (default
--- 1000).  Any context may call it; the owner's recv() then returns nil.
+-- 1000, or no status code for a silent_close protocol).  Any context may call it; the owner's recv() then returns nil.
 function methods.close(self, code, reason)
     if code ~= nil and not close_code_ok(code) then
         error("bad argument #1 to 'close' (valid close code expected)", 2)
     end
     if reason ~= nil and (type(reason) ~= "string" or #reason > 123) then
         error("bad argument #2 to 'close' (string of at most 123 bytes expected)", 2)
+    end
+    if code == nil and self.wire.silent_close then
+        return begin_close(self, nil, nil, true)
     end
     return begin_close(self, code or CLOSE_NORMAL, reason, true)
 end

@@ -3,15 +3,16 @@
 # missing first: tools/deps.sh, `make`, and `npm ci` in examples/app).
 #
 #   tools/demo.sh demo   start redis-server, the Express app (examples/app) and
-#                        a gateway per mode (examples/guard, examples/terminate)
-#                        on free loopback ports in a temp dir, run the client
-#                        (examples/app/demo.js) through each gateway, print the
-#                        outcomes and stop everything; the exit status is 0
-#                        only when every outcome was the expected one
+#                        a gateway per mode (examples/guard, examples/terminate,
+#                        examples/socketio) on free loopback ports in a temp
+#                        dir, run the client (examples/app/demo.js) through
+#                        each gateway, print the outcomes and stop everything;
+#                        the exit status is 0 only when every outcome was the
+#                        expected one
 #   tools/demo.sh run    the same servers, left running for a browser until
 #                        Ctrl-C (or SIGTERM); prints the URLs
 #
-# env: MODES ("guard terminate"), SECRET (comma-separated, newest first),
+# env: MODES ("guard terminate socketio"), SECRET (comma-separated, newest first),
 #      PREFIX ("sess:"), KEEP=1 keeps the temp dir (logs, rendered confs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ REPO=$PWD
 CMD=${1:-demo}
 case "$CMD" in demo|run) ;; *) echo "usage: $0 demo|run" >&2; exit 2 ;; esac
 
-MODES=${MODES:-guard terminate}
+MODES=${MODES:-guard terminate socketio}
 # Two secrets show a rotation: the app signs with the first, both verify.
 export SECRET=${SECRET:-demo-secret-2,demo-secret-1}
 export PREFIX=${PREFIX:-sess:}
@@ -78,9 +79,16 @@ read -r -a PORTS <<< "$(node -e '
 const net = require("net"); const n = +process.argv[1]; const out = []; const srv = [];
 for (let i = 0; i < n; i++) { const s = net.createServer(); srv.push(s);
   s.listen(0, "127.0.0.1", () => { out.push(s.address().port);
-    if (out.length === n) { console.log(out.join(" ")); srv.forEach((x) => x.close()); } }); }' 4)"
+    if (out.length === n) { console.log(out.join(" ")); srv.forEach((x) => x.close()); } }); }' 5)"
 REDIS_PORT=${PORTS[0]} APP_PORT=${PORTS[1]}
-declare -A GATEWAY_PORT=([guard]=${PORTS[2]} [terminate]=${PORTS[3]})
+declare -A GATEWAY_PORT=([guard]=${PORTS[2]} [terminate]=${PORTS[3]} [socketio]=${PORTS[4]})
+declare -A PAGE=([guard]=/ [terminate]=/terminate.html [socketio]=/socketio.html)
+for mode in $MODES; do
+    if [ -z "${GATEWAY_PORT[$mode]:-}" ]; then
+        echo "demo: unknown mode '$mode' in MODES (guard, terminate, socketio)" >&2
+        exit 2
+    fi
+done
 export REDIS_PORT
 
 wait_port() { # port name pid log
@@ -137,6 +145,7 @@ start_gateway() { # mode
 
 DESCRIBE_guard="nginx checks each socket.io handshake (auth:access()) and proxies it to the app"
 DESCRIBE_terminate="nginx holds the WebSocket itself (passport.websocket) and greets the user"
+DESCRIBE_socketio="nginx speaks socket.io itself (passport.socketio): namespaces, events, acks, emit"
 
 echo "== lua-resty-passport demo (temp dir $RUN_DIR)"
 start_redis
@@ -152,8 +161,7 @@ done
 if [ "$CMD" = run ]; then
     echo
     for mode in $MODES; do
-        page=/; [ "$mode" = terminate ] && page=/terminate.html
-        echo "  $mode mode: open http://127.0.0.1:${GATEWAY_PORT[$mode]}$page"
+        echo "  $mode mode: open http://127.0.0.1:${GATEWAY_PORT[$mode]}${PAGE[$mode]}"
     done
     echo "  demo users: alice / wonderland (admin), bob / builder, carol / singer"
     echo "  Ctrl-C stops everything."

@@ -3,11 +3,12 @@
 //
 //   node demo.js guard     http://127.0.0.1:<gateway port>   socket.io-client
 //   node demo.js terminate http://127.0.0.1:<gateway port>   a plain WebSocket (npm ws)
+//   node demo.js socketio  http://127.0.0.1:<gateway port>   socket.io-client, to nginx itself
 //
 // Each outcome is printed as "[ok]" when it is what the gateway should do and
 // "[FAIL]" otherwise; the exit status is 0 only when every one was [ok].
 'use strict';
-const { io } = require('socket.io-client');
+const { io, Manager } = require('socket.io-client');
 const WebSocket = require('ws');
 const signature = require('cookie-signature'); // express-session's own signer
 
@@ -38,6 +39,12 @@ async function login() {
   if (r.status !== 200 || !cookie) throw new Error(`login failed: HTTP ${r.status} ${JSON.stringify(r.body)}`);
   console.log(`  logged in as ${r.body.user.name} through the gateway (POST /login): ${cookie.slice(0, 24)}…`);
   return cookie;
+}
+
+// The session id inside a connect.sid cookie ("connect.sid=s%3A<sid>.<sig>").
+function sidOf(cookie) {
+  const signed = decodeURIComponent(cookie.split('=')[1]);
+  return signed.slice(2, signed.lastIndexOf('.'));
 }
 
 // The same cookie with one character of its signature changed.
@@ -103,8 +110,7 @@ async function guard() {
   // list (as a cookie from before the rotation would be) still verifies.
   const secrets = (process.env.SECRET || '').split(',');
   if (secrets.length > 1) {
-    const signed = decodeURIComponent(cookie.split('=')[1]);
-    const sid = signed.slice(2, signed.lastIndexOf('.'));
+    const sid = sidOf(cookie);
     const old = `connect.sid=${encodeURIComponent(`s:${signature.sign(sid, secrets[secrets.length - 1])}`)}`;
     const r = await sioConnect(old);
     report(!!r.socket, 'accepted, older secret', r.socket
@@ -208,9 +214,123 @@ async function terminate() {
   if (a.ws) a.ws.terminate();
 }
 
-const run = { guard, terminate }[mode];
+// ---- socketio mode: the gateway speaks socket.io itself ---------------------
+
+// One connection, as a browser tab has: the namespaces it joins share it.
+// WebSocket only (the gateway has no long-polling yet).  Reconnection stays
+// on, as in a browser, to show that a logout's disconnect is final.
+function sioManager(cookie, origin) {
+  const extraHeaders = {};
+  if (cookie) extraHeaders.cookie = cookie;
+  if (origin) extraHeaders.origin = origin;
+  const manager = new Manager(base, {
+    transports: ['websocket'], extraHeaders, timeout: TIMEOUT,
+    reconnectionDelay: 200, reconnectionDelayMax: 400,
+  });
+  manager.attempts = 0;
+  manager.on('reconnect_attempt', () => { manager.attempts += 1; });
+  return manager;
+}
+
+// Joins namespace nsp on the connection: resolves { socket, events, greeting }
+// once connected (and, with greeting, once that event came), or { error, data }
+// from connect_error (the gateway's CONNECT_ERROR: err.message is its message).
+function sioJoin(manager, nsp, greeting) {
+  return new Promise((resolve) => {
+    const socket = manager.socket(nsp);
+    const events = [];
+    socket.onAny((event, ...args) => events.push({ event, args }));
+    const timer = setTimeout(() => { socket.close(); resolve({ error: 'timeout: no answer' }); }, TIMEOUT);
+    const done = (r) => { clearTimeout(timer); resolve(r); };
+    if (greeting) socket.once(greeting, (g) => done({ socket, events, greeting: g }));
+    else socket.once('connect', () => done({ socket, events }));
+    socket.once('connect_error', (err) => { socket.close(); done({ error: err.message, data: err.data }); });
+  });
+}
+const sioVerdict = (r) => (r.socket ? 'connected!' : `connect_error "${r.error}"`);
+const sioRefused = (r, message) => !r.socket && r.error === message;
+
+async function socketio() {
+  const cookie = await login();
+  const alice = sioManager(cookie);
+  const a = await sioJoin(alice, '/', 'hello');
+  const hello = (a.socket && a.greeting) || {};
+  const rooms = Array.isArray(hello.rooms) ? hello.rooms : [];
+  const me = hello.user || {};
+  const shown = rooms.filter((r) => r !== hello.id).map((r) => (r.startsWith('session:') ? `${r.slice(0, 16)}…` : r));
+  report(me.name === USER.name && rooms.includes(`user:${me.id}`) && rooms.includes(`session:${sidOf(cookie)}`),
+    'accepted as the user',
+    a.socket ? `socket.io (${alice.engine.transport.name}) held by nginx; it says: "${hello.text}"` : sioVerdict(a),
+    a.socket ? [`socket ${hello.id}; rooms: ${shown.join(', ')} (and its own id)`] : []);
+
+  // A refused handshake: socket.io-client's connect_error, with the message
+  // passport.socketio would give.
+  const b = await sioJoin(sioManager(null), '/', 'hello');
+  report(sioRefused(b, 'No session found'), 'refused without a session', sioVerdict(b));
+
+  const c = await sioJoin(sioManager(tamper(cookie)), '/', 'hello');
+  report(sioRefused(c, 'No session found'), 'refused, tampered cookie', sioVerdict(c));
+
+  const o = await sioJoin(sioManager(cookie, 'https://evil.example'), '/', 'hello');
+  report(sioRefused(o, 'Origin not allowed'), 'refused, foreign Origin', sioVerdict(o));
+
+  // Namespaces: "/admin" runs the admin policy (an authorize object as
+  // middleware) over the same session.
+  const bobCookie = (await post('/login', { username: 'bob', password: 'builder' })).setCookie[0].split(';')[0];
+  const bobs = sioManager(bobCookie);
+  const bob = await sioJoin(bobs, '/', 'hello');
+  const bobAdmin = await sioJoin(bobs, '/admin');
+  report(!!bob.socket && sioRefused(bobAdmin, 'handshake unauthorized'), '/admin refused to a non-admin',
+    `bob (user) joins /: ${bob.socket ? 'yes' : sioVerdict(bob)}; /admin: ${sioVerdict(bobAdmin)}`);
+
+  // passport.emit from Lua: alice (admin) asks the gateway on /admin to
+  // announce to a role; the "notice" event reaches that role's sockets on
+  // "/", on every worker.
+  const aliceAdmin = await sioJoin(alice, '/admin');
+  const notices = (r, text) => (r.socket
+    ? r.events.filter((e) => e.event === 'notice' && (e.args[0] || {}).text === text).length : 0);
+  const lines = [];
+  let ok = !!aliceAdmin.socket && !!bob.socket;
+  for (const [role, to] of [['admin', a], ['user', bob]]) {
+    const text = `to the ${role}s`;
+    const ack = (!aliceAdmin.socket ? { error: sioVerdict(aliceAdmin) }
+      : await aliceAdmin.socket.timeout(TIMEOUT).emitWithAck('announce', { role, text })
+        .catch((e) => ({ error: e.message }))) || { error: 'an empty ack' };
+    const arrived = await until(() => notices(to, text) > 0, 2000);
+    await sleep(200); // time for a wrong one to arrive too
+    const [na, nb] = [notices(a, text), notices(bob, text)];
+    ok = ok && !!ack.published && arrived && na === (role === 'admin' ? 1 : 0) && nb === (role === 'user' ? 1 : 0);
+    lines.push(`role "${role}": ${ack.published ? `ack: published to ${ack.workers} worker(s)` : `ack: ${ack.error}`};`
+      + ` alice (admin) got it: ${na > 0}, bob (user): ${nb > 0}`);
+  }
+  report(ok, 'emit to a role', 'alice on /admin: "announce" { role, text } → passport.emit{ filter = role }', lines);
+
+  // Logout: the session ends in Redis; the gateway sends DISCONNECT to each
+  // namespace of the user's connections and closes them.  socket.io-client
+  // calls that "io server disconnect" and does not reconnect.
+  let reason = null;
+  let adminReason = null;
+  let out = null;
+  if (a.socket) {
+    const gone = (s) => new Promise((resolve) => s.once('disconnect', resolve));
+    const both = Promise.all([gone(a.socket), aliceAdmin.socket ? gone(aliceAdmin.socket) : null]);
+    out = await post('/logout', {}, cookie);
+    [reason, adminReason] = await Promise.race([both, sleep(TIMEOUT).then(() => [null, null])]);
+    await sleep(1000); // a reconnection would have started by now
+  }
+  const bobConnected = !!bob.socket && bob.socket.connected;
+  report(!!out && out.status === 200 && reason === 'io server disconnect' && adminReason === reason
+    && alice.attempts === 0 && !a.socket.connected && bobConnected, 'disconnected after logout',
+    reason ? `POST /logout; disconnect reason: "${reason}"${adminReason === reason ? ' (on / and /admin)'
+      : ` (/admin: "${adminReason}")`}` : 'POST /logout; the socket was NOT disconnected',
+    [`reconnect attempts since: ${alice.attempts}; bob, still logged in, still connected: ${bobConnected}`]);
+  if (bob.socket) bob.socket.close();
+  if (a.socket) a.socket.close();
+}
+
+const run = { guard, terminate, socketio }[mode];
 if (!run || !base) {
-  console.error('usage: node demo.js guard|terminate <gateway base URL>');
+  console.error('usage: node demo.js guard|terminate|socketio <gateway base URL>');
   process.exit(2);
 }
 run().then(() => process.exit(failures ? 1 : 0), (e) => {

@@ -1,7 +1,8 @@
 -- End to end in a real browser: `tools/demo.sh run` (what `make run` starts:
--- redis-server, the example Express app, both example gateways) and headless
+-- redis-server, the example Express app, the example gateways) and headless
 -- Debian Chromium driven by playwright-core (spec/browser/e2e.js).  The page
--- logs in with its form, connects through the gateway and shows the greeting;
+-- logs in with its form, connects through the gateway and shows the greeting
+-- (socket.io mode: two browser contexts, an admin and a user);
 -- screenshots go to build/e2e/ (E2E_OUT overrides).
 local cjson = require "cjson"
 local socket = require "socket"
@@ -87,5 +88,38 @@ describe("the example page in headless Chromium", function()
         assert.matches("alice says: hi from the browser", r.chat, 1, true)
         assert.equal("closed by the gateway: 4401 session ended", r.after_logout)
         assert.truthy(io.open(OUT .. "/terminate.png"), "no screenshot")
+    end)
+
+    it("socket.io mode: connect_error before login; greeted from Lua; /admin for admins; "
+       .. "emit to a role; io server disconnect on logout", function()
+        assert.truthy(urls.socketio, read(log))
+        local r = browse("socketio", urls.socketio)
+        local all = cjson.encode(r)
+        -- no session: socket.io-client's connect_error, passport.socketio's message
+        assert.equal('rejected by the gateway: connect_error "No session found"', r.before, all)
+        assert.equal('refused: connect_error "No session found"', r.admin_before, all)
+        -- alice (admin): greeted by the gateway's Lua, in her user and session rooms
+        assert.equal("alice (admin)", r.me)
+        assert.equal("accepted by the gateway", r.after, all)
+        assert.matches("^Hello alice %(admin%): nginx speaks socket%.io", r.greeting)
+        assert.matches("user:1, session:", r.rooms, 1, true)
+        assert.equal("joined: the admin policy let you in", r.admin_state, all)
+        -- bob (user): greeted, refused on /admin by the admin policy
+        assert.equal("accepted by the gateway", r.bob_after, all)
+        assert.matches("^Hello bob %(user%)", r.bob_greeting)
+        assert.equal('refused: connect_error "handshake unauthorized"', r.bob_admin_state, all)
+        -- passport.emit{ filter = role }: each notice on its role's page only
+        assert.matches("^published: %d gateway worker", r.announce_admins)
+        assert.matches("^published: %d gateway worker", r.announce_users)
+        assert.matches("notice from alice to the admin role: to the admins", r.alice_notice, 1, true)
+        assert.matches("notice from alice to the user role: to the users", r.bob_notice, 1, true)
+        assert.equal(1, r.alice_notices, all)
+        assert.equal(1, r.bob_notices, all)
+        -- logout: DISCONNECT on both namespaces, no reconnection; bob unaffected
+        assert.equal("disconnected by the gateway: io server disconnect", r.after_logout, all)
+        assert.equal("disconnected: io server disconnect", r.admin_after_logout, all)
+        assert.equal(0, r.reconnects, all)
+        assert.equal("accepted by the gateway", r.bob_after_logout, all)
+        assert.truthy(io.open(OUT .. "/socketio.png"), "no screenshot")
     end)
 end)

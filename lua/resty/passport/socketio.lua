@@ -2,13 +2,13 @@
 -- attachments and rooms, with Lua handlers in the gateway, so that the
 -- socket.io-client of a passport.socketio app connects to nginx itself.
 --
---   local io = passport.socketio { auth = auth }
---   io:of("/"):on("connection", function(socket)
+--   local sio = passport.socketio { auth = auth }
+--   sio:of("/"):on("connection", function(socket)
 --       socket:emit("hello", socket.user)
 --       socket:on("chat", function(msg, ack) if ack then ack("ok") end end)
 --   end)
---   io:of("/admin"):use(function(socket, next) next(socket.user.admin and nil or "forbidden") end)
---   -- content_by_lua_block { io:serve() }
+--   sio:of("/admin"):use(function(socket, next) next(socket.user.admin and nil or "forbidden") end)
+--   -- content_by_lua_block { sio:serve() }
 --
 -- One connection (an Engine.IO socket, read by the request that accepted
 -- it) carries one Socket.IO socket per namespace it connected to.  Those
@@ -34,6 +34,7 @@ local index_of = registry.index_of
 local reason_of = engineio.reason
 local concat = table.concat
 local error = error
+local byte = string.byte
 local find = string.find
 local next = next
 local pairs = pairs
@@ -89,7 +90,36 @@ local function nsp_prefix(name)
 end
 
 ---------------------------------------------------------------------------
--- Sockets: one per connection and namespace.
+-- Sockets: one per connection and namespace.  A socket holds only what is
+-- its own (id, client, data, the registry's fields, and handlers, acks and
+-- rooms once used), so that at rest it fits a table of 8 fields; its
+-- namespace, server and the shared empty handshake come from its class,
+-- socket.user from socket.data, socket.conn from its client, and
+-- socket.state ("open" or "closed") from whether its client still has it.
+--
+-- A client (one per connection) is { io, conn[, timer][, decoder] } and
+-- its sockets by namespace name (names start with "/", fields do not).
+
+local SLASH = 47
+
+-- The client's sockets, as a list (safe to close them while walking it).
+local function sockets_of(client)
+    local out, n = {}, 0
+    for k, v in next, client do
+        if byte(k, 1) == SLASH then
+            n = n + 1
+            out[n] = v
+        end
+    end
+    return out
+end
+
+local EMPTY_AUTH = setmetatable({}, {
+    __newindex = function() error("socket.handshake.auth is read-only", 2) end,
+})
+local EMPTY_HANDSHAKE = setmetatable({ auth = EMPTY_AUTH }, {
+    __newindex = function() error("socket.handshake is read-only", 2) end,
+})
 
 local Socket = {}
 
@@ -260,11 +290,10 @@ end
 -- The socket is gone (either side, or the connection): out of the
 -- registry and of its connection, pending acks failed, "disconnect" fired.
 local function on_close(s, reason)
-    if s.state ~= "open" then return end
-    s.state = "closed"
+    local client, nsp = s.client, s.nsp
+    if client[nsp] ~= s then return end
+    client[nsp] = nil
     registry.remove(s)
-    local client = s.client
-    client.sockets[s.nsp] = nil
     fail_acks(s)
     fire(s, "disconnect", reason)
 end
@@ -277,7 +306,8 @@ end
 -- Every namespace of the connection gets its DISCONNECT, so that none of
 -- them reconnects on its own, then the connection closes.
 local function close_all(s, code, reason)
-    for _, other in pairs(s.client.sockets) do server_disconnect(other) end
+    local all = sockets_of(s.client)
+    for i = 1, #all do server_disconnect(all[i]) end
     s.conn:close(code, reason)
 end
 
@@ -301,7 +331,8 @@ end
 function Socket.close(s, code, reason)
     if s.state ~= "open" then return false end
     if code == frame.CLOSE_GOING_AWAY then
-        for _, other in pairs(s.client.sockets) do on_close(other, "server shutting down") end
+        local all = sockets_of(s.client)
+        for i = 1, #all do on_close(all[i], "server shutting down") end
         s.conn:close(code, reason)
     else
         close_all(s, code, reason)
@@ -333,9 +364,18 @@ local function new_wire(name)
 end
 
 local function new_namespace(io, name)
-    local class = { wire = new_wire(name) }
+    local class = { wire = new_wire(name), io = io, nsp = name, handshake = EMPTY_HANDSHAKE }
     for k, f in pairs(Socket) do class[k] = f end
-    class.__index = class
+    class.__index = function(s, k)
+        if k == "user" then
+            return rawget(s, "data").user
+        elseif k == "conn" then
+            return rawget(s, "client").conn
+        elseif k == "state" then
+            return rawget(s, "client")[name] == s and "open" or "closed"
+        end
+        return class[k]
+    end
     return setmetatable({ io = io, name = name, class = class, middlewares = {} }, Namespace)
 end
 
@@ -435,18 +475,18 @@ local function connect(client, name, auth_payload)
     end
     local key, sid = index_of(data)
     local s = setmetatable({
-        id = random_id(20), nsp = name, io = io, conn = conn, client = client,
-        user = data.user, data = data, handshake = { auth = auth_payload or {} },
-        state = "connecting", _key = key, _sid = sid,
+        id = random_id(20), client = client, data = data, _key = key, _sid = sid,
     }, nsp.class)
+    if auth_payload and next(auth_payload) ~= nil then
+        s.handshake = { auth = auth_payload }
+    end
     local refusal = run_middlewares(nsp, s)
     if refusal ~= nil then
         return connect_error(client, name, refusal)
     end
     if conn.state ~= "open" then return end
-    s.state = "open"
     if s.data ~= data then s._key, s._sid = index_of(s.data) end
-    client.sockets[name] = s
+    client[name] = s
     if client.timer then
         cancel_deadline(client.timer)
         client.timer = nil
@@ -503,7 +543,7 @@ end
 
 local function on_packet(client, packet)
     local name, typ = packet.nsp, packet.type
-    local s = client.sockets[name]
+    local s = client[name]
     if typ == CONNECT and not s then
         return connect(client, name, packet.data)
     elseif not s or typ == CONNECT or typ == CONNECT_ERROR then
@@ -519,8 +559,20 @@ local function on_packet(client, packet)
     end
 end
 
+-- Packets are decoded by the server's decoder, which holds nothing between
+-- whole packets; a binary packet waiting for its attachments takes the
+-- decoder along to its connection and the server makes a new one (so a
+-- connection pays for a decoder only while it is receiving binary).
 local function on_data(client, msg, typ)
-    local packet, err = client.decoder:add(msg, typ == "binary")
+    local dec = client.decoder
+    local io = client.io
+    local packet, err = (dec or io.decoder):add(msg, typ == "binary")
+    if dec then
+        if packet or err then client.decoder = nil end
+    elseif not packet and not err then
+        client.decoder = io.decoder
+        io.decoder = parser.decoder { max_attachments = io.max_attachments }
+    end
     if packet then return on_packet(client, packet) end
     -- socket.io's Client.onerror: the engine socket closes ("forced close")
     if err then return close_conn(client, "forced close", err) end
@@ -529,7 +581,7 @@ end
 -- connect_timeout: a connection with no namespace yet is closed.
 local function connect_expired(client)
     client.timer = nil
-    if next(client.sockets) == nil and client.conn.state == "open" then
+    if sockets_of(client)[1] == nil and client.conn.state == "open" then
         close_conn(client, "forced server close", "no namespace joined in connect_timeout")
     end
 end
@@ -563,6 +615,7 @@ function _M.new(opts)
     engine.refuse_in_band = opts.refuse ~= "http"
     local io = setmetatable({ engine = engine, nsps = {} }, IO)
     for k, v in pairs(DEFAULTS) do io[k] = opts[k] or v end
+    io.decoder = parser.decoder { max_attachments = io.max_attachments }
     io.nsps["/"] = new_namespace(io, "/")
     return io
 end
@@ -584,10 +637,7 @@ end
 function IO:serve()
     local conn = self.engine:accept()
     if not conn then return end
-    local client = {
-        io = self, conn = conn, sockets = {},
-        decoder = parser.decoder { max_attachments = self.max_attachments },
-    }
+    local client = { io = self, conn = conn }
     client.timer = add_deadline(self.connect_timeout / 1000, connect_expired, client)
     while true do
         local msg, typ = conn:recv()
@@ -596,7 +646,8 @@ function IO:serve()
     end
     if client.timer then cancel_deadline(client.timer) end
     local reason = reason_of(conn)
-    for _, s in pairs(client.sockets) do on_close(s, reason) end
+    local all = sockets_of(client)
+    for i = 1, #all do on_close(all[i], reason) end
 end
 
 _M.binary = parser.binary

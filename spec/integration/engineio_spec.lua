@@ -43,11 +43,17 @@ describe("passport.engineio", function()
             end)
             s:on("close", function(reason) ngx.shared.spec:set("reason", reason) end)
         end)
+        -- socket.io with HTTP refusals (refuse = "http")
+        sio_http = passport.socketio { auth = auth, refuse = "http" }
+        sio_http:of("/"):on("connection", function(s) s:emit("hello", s.user.value) end)
     }
 ]]):format(SECRET, redis.port),
             server = [[
         location /engine.io/ {
             content_by_lua_block { eio:serve() }
+        }
+        location /sio-http/ {
+            content_by_lua_block { sio_http:serve() }
         }
         location = /reason {
             content_by_lua_block { ngx.print(ngx.shared.spec:get("reason") or "") }
@@ -160,6 +166,20 @@ describe("passport.engineio", function()
         local status2, body2 = nginx:get(PATH, { Cookie = ck[1] })
         assert.equal(400, status2)
         assert.same({ code = 3, message = "Bad request" }, cjson.decode(body2))
+    end)
+
+    it("socket.io with refuse = \"http\": a refused upgrade is a 401, an accepted one speaks socket.io", function()
+        local path = "/sio-http/?EIO=4&transport=websocket"
+        local c, status, _, body = ws.connect(nginx.port, path, { Cookie = "connect.sid=s%3Anope.bad" })
+        assert.is_nil(c)
+        assert.equal(401, status)
+        assert.same({ error = "No session found" }, cjson.decode(body))
+        c = assert(ws.connect(nginx.port, path, { Cookie = ck[2] }))
+        assert.equal("0", (assert(c:read_frame()).payload:sub(1, 1)))
+        c:send_frame("text", "40")
+        assert.matches('^40{"sid":"[%w_-]+"}$', read_text(c, true))
+        assert.equal('42["hello","u2"]', read_text(c, true))
+        c:close()
     end)
 
     it("refuses a handshake without a session over HTTP", function()

@@ -238,9 +238,9 @@ local function emit_with_ack(s, timeout, fname, event, ...)
     return true
 end
 
--- socket:emit_with_ack(event, ..., fn): fn(err, reply...) once the client
--- acknowledges (err nil), or fn("operation has timed out") after the
--- ack_timeout, or fn("socket has been disconnected").
+-- socket:emit_with_ack(event, ..., fn): fn(nil, reply...) once the client
+-- acknowledges, or fn("operation has timed out") after the ack_timeout
+-- (also when the socket went first, as in socket.io 4.8).
 function Socket.emit_with_ack(s, event, ...)
     return emit_with_ack(s, s.io.ack_timeout, "emit_with_ack", event, ...)
 end
@@ -276,25 +276,14 @@ function Socket.get_rooms(s)
     return out
 end
 
-local function fail_acks(s)
-    local acks = s.acks
-    if not acks then return end
-    s.acks, s.n_acks = nil, 0
-    for _, entry in pairs(acks) do
-        cancel_deadline(entry[4])
-        local ok, err = pcall(entry[3], "socket has been disconnected")
-        if not ok then log_raise("ack callback", err) end
-    end
-end
-
 -- The socket is gone (either side, or the connection): out of the
--- registry and of its connection, pending acks failed, "disconnect" fired.
+-- registry and of its connection, "disconnect" fired.  Its pending acks
+-- still time out, as socket.io 4.8's do.
 local function on_close(s, reason)
     local client, nsp = s.client, s.nsp
     if client[nsp] ~= s then return end
     client[nsp] = nil
     registry.remove(s)
-    fail_acks(s)
     fire(s, "disconnect", reason)
 end
 
@@ -548,7 +537,7 @@ local function on_packet(client, packet)
         return connect(client, name, packet.data)
     elseif not s or typ == CONNECT or typ == CONNECT_ERROR then
         -- as socket.io's client.ts: an invalid state ends the connection
-        return close_conn(client, "forced server close", "invalid state (packet type " .. typ .. ")")
+        return close_conn(client, "forced close", "invalid state (packet type " .. typ .. ")")
     end
     if typ == EVENT then
         on_event(s, packet)

@@ -168,23 +168,43 @@ local function enqueue(self, bytes)
     return true
 end
 
--- Writes what is queued; false once the socket is done writing.
+-- Writes what is queued, all of it in one send (a socket.io connect's
+-- CONNECT and first event are one write, not two); false once the socket
+-- is done writing.
 local function drain(self)
     local sock, queue = self.sock, self.queue
     while self.q_head <= self.q_tail do
-        local h = self.q_head
-        local bytes = queue[h]
-        queue[h] = nil
-        self.q_head = h + 1
-        self.q_bytes = self.q_bytes - #bytes
-        local ok, err = sock:send(bytes)
+        local close_frame = self.close_frame -- set while a send yields
+        local h, t = self.q_head, self.q_tail
+        local out, bytes, closing
+        if h == t then
+            out = queue[h]
+            queue[h] = nil
+            bytes = #out
+            closing = out == close_frame
+        else
+            out, bytes = {}, 0
+            for i = h, t do
+                local b = queue[i]
+                queue[i] = nil
+                out[i - h + 1] = b
+                bytes = bytes + #b
+                if b == close_frame then
+                    closing, t = true, i
+                    break
+                end
+            end
+        end
+        self.q_head = t + 1
+        self.q_bytes = self.q_bytes - bytes
+        local ok, err = sock:send(out)
         if not ok then
             self.write_err = err
             self.state = "closed"
             registry.remove(self)
             return false
         end
-        if bytes == self.close_frame then
+        if closing then
             return false
         end
     end

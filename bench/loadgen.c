@@ -9,7 +9,8 @@
  *   plain WebSocket (default): the first text or binary message;
  *   socket.io (-s): the engine.io open packet "0{...}", then "40" is sent
  *     (namespace connect), the "40{...}" ack, then the first "42[...]" event.
- * The handshake latency of a connection is connect() start -> welcome.
+ * The handshake latency of a connection is connect() start -> welcome
+ * (in rate mode: its scheduled start -> welcome).
  * A rejection is an HTTP 401/403 answer to the upgrade, or a socket.io
  * CONNECT_ERROR packet "44{...}" (how io.use() middleware refuses); with -x
  * also a connection the server closes before any byte of its answer (how
@@ -21,6 +22,22 @@
  *               each connection closes (close frame, FIN) after its welcome.
  *               Reports authorized conn/s and latency percentiles.
  *   -m reject   the same loop with forged cookies: reports rejected/s.
+ *   -m rate     an open loop: -R handshakes per second for -d seconds (or -n
+ *               in all), connection i started at t_start + i / R whatever
+ *               the others are doing.  Latency is measured from that
+ *               scheduled time, not from the actual connect(), so a slow
+ *               server (or a busy load generator) shows up in it instead of
+ *               silently lowering the offered rate (no coordinated
+ *               omission).  -c caps the connections in handshake at once
+ *               (default 5000); a start held back by the cap or by the
+ *               loop is "late" (> 1 ms behind its schedule: counted, and
+ *               the worst lateness reported).  Reports p50/p90/p99/max from
+ *               the schedule, svc_p50/svc_p99 from the actual connect(),
+ *               late, failed (every error kind; a failed handshake is in
+ *               no percentile, so read failed beside them) and the
+ *               achieved rate.
+ *               Authorized and rejected handshakes are told apart as in
+ *               connect mode, so forged cookies work too.
  *   -m hold     open -N connections (at most -c in handshake at once),
  *               print {"event":"up",...} when all are up, then keep them
  *               open, answering pings, for -t seconds or until SIGTERM/SIGINT.
@@ -54,8 +71,8 @@
  * whole run has a hard deadline, so it never hangs.  The final report is one
  * JSON line on stdout; CPU time is the process's own (getrusage).
  *
- * usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold|script] [-s]
- *        [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]
+ * usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s]
+ *        [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]
  *        [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]
  *        [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]
  */
@@ -74,14 +91,16 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define RBUF 4096
 #define MAX_EVENTS 256
 
-enum mode { M_CONNECT, M_REJECT, M_HOLD, M_SCRIPT };
+enum mode { M_CONNECT, M_REJECT, M_HOLD, M_SCRIPT, M_RATE };
 
 /* Script mode: what a connection does once the response head is in. */
 enum action { A_CLOSE, A_HOLD, A_HALF, A_FRAME, A_HFRAME };
@@ -106,7 +125,8 @@ struct conn {
     int fd;
     enum state state;
     enum sio_state sio;
-    double t0;                  /* connect() start, seconds */
+    double t0;                  /* connect() start (rate mode: its scheduled start), seconds */
+    double t_act;               /* the actual connect() start */
     double deadline;
     char *wbuf;                 /* pending output */
     size_t wlen, woff, wcap;
@@ -133,6 +153,8 @@ static const char *origin = NULL;
 static const char *emit_path = NULL;
 static int sio;
 static int concurrency = 50;
+static int conc_given;
+static double rate;             /* rate mode: handshakes started per second */
 static double duration = 0;
 static long count_limit = 0;
 static long hold_n = 0;
@@ -156,8 +178,12 @@ static size_t script_next;
 /* stats */
 static long started, ok, rejected, rej_http, rej_sio, rej_close, errors, dropped, held;
 static long errs[E_NKINDS];
-static uint32_t *lat_us, *rej_us;
-static size_t nlat, caplat, nrej, caprej;
+static uint32_t *lat_us, *rej_us, *svc_us;
+static size_t nlat, caplat, nrej, caprej, nsvc, capsvc;
+/* rate mode: starts more than LATE_S behind their schedule */
+#define LATE_S 0.001
+static long late, max_in_flight;
+static double late_max;
 static double t_start, t_last_done;
 static int in_handshake;  /* connections not yet welcomed/rejected/failed */
 static long live;
@@ -419,6 +445,8 @@ static void finish_handshake(struct conn *c, int accepted, int via_sio)
     if (accepted) {
         ok++;
         push_lat(&lat_us, &nlat, &caplat, t - c->t0);
+        if (mode == M_RATE)
+            push_lat(&svc_us, &nsvc, &capsvc, t - c->t_act);
     } else {
         rejected++;
         if (via_sio == 1)
@@ -487,7 +515,8 @@ static void write_request(struct conn *c)
     wstr(c, "\r\n");
 }
 
-static int start_conn(void)
+/* sched: the scheduled start (rate mode), or 0 for now. */
+static int start_conn(double sched)
 {
     struct sockaddr_in sa;
     size_t line = 0;
@@ -519,8 +548,9 @@ static int start_conn(void)
         die("out of memory");
     c->fd = fd;
     c->line = line;
-    c->t0 = now();
-    c->deadline = c->t0 + timeout_s;
+    c->t_act = now();
+    c->t0 = sched > 0 ? sched : c->t_act;
+    c->deadline = c->t_act + timeout_s;
     c->state = S_CONNECTING;
     c->next = head;
     if (head)
@@ -529,6 +559,8 @@ static int start_conn(void)
     live++;
     started++;
     in_handshake++;
+    if (in_handshake > max_in_flight)
+        max_in_flight = in_handshake;
 
     write_request(c);
 
@@ -986,8 +1018,8 @@ static void print_emit(void)
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|hold|script] [-s]\n"
-        "  [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]\n"
+        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s]\n"
+        "  [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]\n"
         "  [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]\n"
         "  [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]\n"
         "(the modes and options are described at the top of bench/loadgen.c)\n");
@@ -998,7 +1030,7 @@ int main(int argc, char **argv)
 {
     const char *cookie_file = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:m:sP:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:m:sR:P:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': cookie_file = optarg; break;
@@ -1007,6 +1039,7 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "reject")) mode = M_REJECT;
             else if (!strcmp(optarg, "hold")) mode = M_HOLD;
             else if (!strcmp(optarg, "script")) mode = M_SCRIPT;
+            else if (!strcmp(optarg, "rate")) mode = M_RATE;
             else usage();
             break;
         case 'a':
@@ -1020,7 +1053,8 @@ int main(int argc, char **argv)
         case 'r': rounds = atoi(optarg); break;
         case 's': sio = 1; break;
         case 'P': path = optarg; break;
-        case 'c': concurrency = atoi(optarg); break;
+        case 'c': concurrency = atoi(optarg); conc_given = 1; break;
+        case 'R': rate = atof(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'n': count_limit = atol(optarg); break;
         case 'N': hold_n = atol(optarg); break;
@@ -1044,6 +1078,16 @@ int main(int argc, char **argv)
         die("hold mode needs -N");
     if (mode == M_SCRIPT && (sio || rounds < 1))
         usage();
+    if (mode == M_RATE) {
+        if (!(rate > 0) || rate > 1e6)
+            die("rate mode needs -R PER_SEC (0 < R <= 1e6)");
+        if (!conc_given)
+            concurrency = 5000;
+        if (duration <= 0 && count_limit > 0)
+            duration = (double)count_limit / rate;
+    } else if (rate > 0) {
+        usage();
+    }
     if (mode != M_HOLD && mode != M_SCRIPT && duration <= 0 && count_limit <= 0)
         duration = 5;
 
@@ -1069,6 +1113,20 @@ int main(int argc, char **argv)
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1");
+    /* rate mode: a timerfd (an event with a NULL pointer) wakes the loop at
+     * the next scheduled start, to the microsecond, not epoll_wait's ms */
+    int tfd = -1;
+    double armed = 0;
+    long sched_i = 0;
+    if (mode == M_RATE) {
+        prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+        tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (tfd < 0)
+            die("timerfd_create");
+        struct epoll_event tev = { .events = EPOLLIN, .data.ptr = NULL };
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &tev) != 0)
+            die("epoll_ctl timerfd");
+    }
 
     struct epoll_event evs[MAX_EVENTS];
     t_start = now();
@@ -1088,7 +1146,7 @@ int main(int argc, char **argv)
         if (mode == M_HOLD) {
             while (!up_printed && in_handshake < concurrency && held + in_handshake < hold_n
                    && started < attempts_max)
-                start_conn();
+                start_conn(0);
             if (!up_printed && in_handshake == 0
                 && (held >= hold_n || started >= attempts_max)) {
                 up_printed = 1;
@@ -1115,7 +1173,7 @@ int main(int argc, char **argv)
             }
         } else if (mode == M_SCRIPT) {
             while (in_handshake < concurrency && script_next < ncookies)
-                start_conn();
+                start_conn(0);
             if (script_next == ncookies && in_handshake == 0) {
                 end_round(round);
                 if (++round > rounds)
@@ -1123,11 +1181,42 @@ int main(int argc, char **argv)
                 script_next = 0;
                 continue;
             }
+        } else if (mode == M_RATE) {
+            /* every start that is due, each timed from its own schedule */
+            double due = 0;
+            for (;;) {
+                due = t_start + (double)sched_i / rate;
+                if (due >= end_start || (count_limit > 0 && sched_i >= count_limit))
+                    break;
+                if (due > t || in_handshake >= concurrency)
+                    break;
+                double behind = now() - due;
+                if (behind > LATE_S) {
+                    late++;
+                    if (behind > late_max)
+                        late_max = behind;
+                }
+                sched_i++;
+                start_conn(due);
+            }
+            int more = due < end_start && (count_limit == 0 || sched_i < count_limit);
+            if (!more && in_handshake == 0)
+                break;
+            if (more && due > t && due != armed) {
+                struct itimerspec its;
+                memset(&its, 0, sizeof its);
+                its.it_value.tv_sec = (time_t)due;
+                its.it_value.tv_nsec = (long)((due - (double)(time_t)due) * 1e9);
+                if (its.it_value.tv_nsec <= 0 && its.it_value.tv_sec == 0)
+                    its.it_value.tv_nsec = 1;
+                timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+                armed = due;
+            }
         } else {
             while (in_handshake < concurrency
                    && (end_start == 0 || t < end_start)
                    && (count_limit == 0 || started < count_limit))
-                start_conn();
+                start_conn(0);
             int more = (end_start == 0 || t < end_start)
                        && (count_limit == 0 || started < count_limit);
             if (!more && in_handshake == 0)
@@ -1143,8 +1232,15 @@ int main(int argc, char **argv)
                 continue;
             die("epoll_wait");
         }
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            if (!evs[i].data.ptr) {        /* the rate mode's timer */
+                uint64_t expirations;
+                if (read(tfd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+                    die("timerfd read");
+                continue;
+            }
             on_event(evs[i].data.ptr, evs[i].events);
+        }
     }
     if (emit_state == 1) {
         emit_state = 2;
@@ -1160,8 +1256,9 @@ int main(int argc, char **argv)
     double cs = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
     qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
     qsort(rej_us, nrej, sizeof *rej_us, cmp_u32);
+    qsort(svc_us, nsvc, sizeof *svc_us, cmp_u32);
 
-    static const char *mode_names[] = { "connect", "reject", "hold", "script" };
+    static const char *mode_names[] = { "connect", "reject", "hold", "script", "rate" };
     printf("{\"event\":\"done\",\"mode\":\"%s\",\"sio\":%s,\"concurrency\":%d,\"elapsed_s\":%.3f,"
            "\"started\":%ld,\"ok\":%ld,\"rejected\":%ld,\"rejected_http\":%ld,\"rejected_sio\":%ld,"
            "\"rejected_close\":%ld,\"errors\":%ld,",
@@ -1169,6 +1266,11 @@ int main(int argc, char **argv)
            started, ok, rejected, rej_http, rej_sio, rej_close, errors);
     for (int k = 0; k < E_NKINDS; k++)
         printf("\"err_%s\":%ld,", err_names[k], errs[k]);
+    if (mode == M_RATE)
+        printf("\"offered_per_s\":%.1f,\"late\":%ld,\"late_max_ms\":%.3f,\"failed\":%ld,"
+               "\"max_in_flight\":%ld,\"svc_p50_ms\":%.3f,\"svc_p99_ms\":%.3f,",
+               rate, late, late_max * 1e3, errors, max_in_flight,
+               pct(svc_us, nsvc, 0.50), pct(svc_us, nsvc, 0.99));
     printf("\"conn_per_s\":%.1f,\"rejected_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
            "\"rej_p50_ms\":%.3f,\"rej_p99_ms\":%.3f,"

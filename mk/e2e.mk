@@ -2,9 +2,16 @@
 #   make bench-e2e              the full run (~9 min): every stack side by side,
 #                               10,000 users, 3 rounds, 10,000 held connections
 #   make bench-e2e QUICK=1      a small run (~1 min: 2,000 users, 1 round)
+#   make bench-e2e QUICK=1 E2E_ROWS=sio,sio-http,terminate,psio
+#                               some rows only (keys: guard guard-cache
+#                               terminate terminate-cache sio sio-http
+#                               sio-cache floor ws-floor psio recipe guard-sio)
 # Knobs (environment): E2E_USERS, E2E_SECONDS, E2E_ROUNDS, E2E_CONC,
-# E2E_HOLD, E2E_ROWS (e.g. "guard,floor,psio"), E2E_CORES ("0:1" = servers
-# on cpu 0, load generator on cpu 1), E2E_JSON.  See bench/e2e/run.lua.
+# E2E_HOLD, E2E_ROWS, E2E_CORES ("0:1" = servers on cpu 0, load generator
+# on cpu 1), E2E_JSON, E2E_NGINX_HTTP; the open loop: E2E_RATE (offered
+# handshakes/s, default 1000; 0 = none), E2E_RATE_SECONDS, E2E_RATE_CONC.
+# Each may also be given as a make variable (make bench-e2e E2E_RATE=2000).
+# See bench/e2e/run.lua.
 # The load generator alone: make loadgen; build/bench/loadgen -h.  (LOADGEN
 # is set in the Makefile: the fault specs use it too.)
 

@@ -1,6 +1,12 @@
 # mk/sockets.mk: the socket layer's benchmark.
-#   make bench-sockets            10,000 held connections, gateway vs socket.io
+#   make bench-sockets            10,000 held connections: passport.websocket
+#                                 (gw ws), passport.socketio (gw sio) and
+#                                 socket.io 4 in Node, plus nginx's floor
 #   make bench-sockets N=2000     smaller
+#   make bench-sockets STACKS=sio,node   some stacks only (floor, ws, sio, node)
+# Other knobs (environment or make variables): ROUNDS (7), TUNE=0 (nginx's
+# default buffers instead of the recommended directives), NO_EMIT=1.
+# See bench/sockets/run.lua.
 .PHONY: bench-sockets
 
 bench: bench-sockets

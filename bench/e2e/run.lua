@@ -5,6 +5,13 @@
 --   (1c) guard-cache   the same with the coherent session cache (cache_coherent)
 --   (2) terminate  nginx + passport.websocket (the gateway holds the socket)
 --   (2c) terminate-cache   the same with the coherent session cache
+--   (2s) sio       nginx + passport.socketio{ auth }: the gateway speaks
+--                  socket.io itself (WebSocket transport); a refused
+--                  handshake is upgraded and answered 44{...} CONNECT_ERROR
+--   (2h) sio-http  the same with refuse = "http": a refused handshake gets
+--                  a 401 (the rejected/s column shows both refusal styles)
+--   (2sc) sio-cache    (2s) with the coherent session cache (not in the
+--                  default rows: E2E_ROWS=...,sio-cache)
 --   (3) floor      the same nginx and upstream as (1), no auth
 --   (3b) ws-floor  the trivial upstream alone: one nginx serving the
 --                  WebSocket itself without auth, the floor of (2)
@@ -23,7 +30,16 @@
 -- connect-rate measurement), E2E_ROUNDS, E2E_CONC, E2E_HOLD, E2E_ROWS
 -- (comma list of row keys), E2E_CORES ("0:1": servers:loadgen),
 -- E2E_JSON (where the raw results go; default build/bench/e2e.json),
--- E2E_NGINX_HTTP (extra http{} directives for every nginx, e.g. buffer sizes).
+-- E2E_NGINX_HTTP (extra http{} directives for every nginx, e.g. buffer sizes),
+-- E2E_RATE (the open loop's offered handshakes/s, default 1000; 0 skips it),
+-- E2E_RATE_SECONDS (its length per round), E2E_RATE_CONC (its cap on
+-- handshakes in flight, default 2000).
+--
+-- Every row is measured twice per round: a closed loop of E2E_CONC clients
+-- (conn/s, CPU per handshake; its latency is mostly the queue of the other
+-- clients) and an open loop at E2E_RATE handshakes/s (loadgen -m rate:
+-- starts on a fixed schedule, latency from the scheduled start, so a
+-- server that falls behind shows as latency, not as a lower offered rate).
 package.path = "spec/?.lua;lua/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -44,7 +60,11 @@ local SECONDS = env("E2E_SECONDS", QUICK and 2 or 5)
 local ROUNDS = env("E2E_ROUNDS", QUICK and 1 or 3)
 local CONC = env("E2E_CONC", 50)
 local HOLD = env("E2E_HOLD", USERS)
-local ROWS = env("E2E_ROWS", "guard,guard-cache,terminate,terminate-cache,floor,ws-floor,psio,recipe,guard-sio")
+local ROWS = env("E2E_ROWS", "guard,guard-cache,terminate,terminate-cache,sio,sio-http,floor,ws-floor,psio,"
+                             .. "recipe,guard-sio")
+local RATE = env("E2E_RATE", 1000)
+local RATE_SECONDS = env("E2E_RATE_SECONDS", QUICK and 2 or 5)
+local RATE_CONC = env("E2E_RATE_CONC", 2000)
 local SRV_CPU, GEN_CPU = tostring(env("E2E_CORES", "0:1")):match("^(%d+):(%d+)$")
 local LOADGEN = env("LOADGEN", "build/bench/loadgen")
 local JSON_OUT = env("E2E_JSON", "build/bench/e2e.json")
@@ -131,6 +151,21 @@ http {
 ]]
 
 local running = {}
+-- The error.log of every nginx stopped (non-empty ones), for the report:
+-- { server = name, port = port, lines = n, text = first lines }.
+local error_logs = {}
+
+local function keep_error_log(srv)
+    local text = read_file(srv.prefix .. "/error.log") or ""
+    if text == "" then return end
+    local n, first = 0, {}
+    for l in text:gmatch("[^\n]+") do
+        n = n + 1
+        if n <= 200 then first[n] = l end
+    end
+    error_logs[#error_logs + 1] = { server = srv.name, port = srv.port, row = srv.row, lines = n,
+                                    text = first }
+end
 
 local function start_nginx(name, workers, http, server)
     local prefix = redis_server.tmpdir("e2e-" .. name)
@@ -195,7 +230,10 @@ local function stop_servers(list)
             for _, p in ipairs(children(srv.pid)) do sh("kill -KILL " .. p) end
             sh("kill -KILL " .. srv.pid)
         end
-        if srv.prefix then sh("rm -rf " .. srv.prefix) end
+        if srv.prefix then
+            keep_error_log(srv)
+            sh("rm -rf " .. srv.prefix)
+        end
         if srv.log then os.remove(srv.log) end
     end
     local keep = {}
@@ -264,14 +302,17 @@ local ROW_INFO = {
     ["guard-cache"] = "(1c) the same, coherent session cache",
     ["terminate-cache"] = "(2c) the same, coherent session cache",
     terminate = "(2) nginx terminate: passport.websocket",
+    sio = "(2s) nginx socket.io: passport.socketio",
+    ["sio-http"] = "(2h) the same, refuse = \"http\" (401)",
+    ["sio-cache"] = "(2sc) (2s), coherent session cache",
     floor = "(3) nginx, no auth -> nginx ws upstream (floor)",
     ["ws-floor"] = "(3b) the nginx ws upstream alone, no auth, no proxy",
     psio = "(4) socket.io 4 + passport.socketio 3.7.0",
     recipe = "(5) socket.io 4 + Passport recipe (io.engine.use)",
     ["guard-sio"] = "(1b) nginx guard -> socket.io 4, no auth in Node",
 }
-local ORDER = { "guard", "guard-cache", "terminate", "terminate-cache", "floor", "ws-floor", "psio",
-                "recipe", "guard-sio" }
+local ORDER = { "guard", "guard-cache", "terminate", "terminate-cache", "sio", "sio-http", "sio-cache",
+                "floor", "ws-floor", "psio", "recipe", "guard-sio" }
 
 local function wanted(key)
     for k in tostring(ROWS):gmatch("[^,%s]+") do
@@ -307,6 +348,7 @@ local function main()
     stop_servers({ seeder })
 
     local has_ws = io.open(ROOT .. "/lua/resty/passport/websocket.lua") ~= nil
+    local has_sio = io.open(ROOT .. "/lua/resty/passport/socketio.lua") ~= nil
     local function upstream_ws()
         return start_nginx("upstream", 1, "", ([[
         location / { content_by_lua_file %s/bench/e2e/ws_upstream.lua; }
@@ -325,6 +367,7 @@ local function main()
         store_c = passport.redis { port = %d, pool_size = 64, cache_ttl = 600000,
                                    cache_size = %d, cache_coherent = true }
         auth_c = passport.authorize { secret = %q, store = store_c, deserialize_user = deserialize_user }
+%s
     }
     %s
     upstream up { server 127.0.0.1:%d; }
@@ -334,6 +377,15 @@ local function main()
     proxy_read_timeout 3600s;
     proxy_send_timeout 3600s;
 ]]):format(user_table_lua(USERS), redis.port, SECRET, redis.port, USERS, SECRET,
+           has_sio and [[
+        -- the gateway's own socket.io server (created once, per worker by fork)
+        local function hello(socket) socket:emit("hello", { user = socket.user.username }) end
+        sio = passport.socketio { auth = auth }
+        sio:of("/"):on("connection", hello)
+        sio_http = passport.socketio { auth = auth, refuse = "http" }
+        sio_http:of("/"):on("connection", hello)
+        sio_c = passport.socketio { auth = auth_c }
+        sio_c:of("/"):on("connection", hello)]] or "",
            has_ws and ([[init_worker_by_lua_block {
         require("resty.passport").init_worker { store = store_c, channel = "passport:emit",
             filters = { admins = function(user) return user.role == "admin" end } }
@@ -357,6 +409,16 @@ local function main()
         location = /emit {
             content_by_lua_block {
                 local ok, err = require("resty.passport").emit { filter = "admins", data = "news" }
+                ngx.print(ok and "-1" or ("error: " .. tostring(err)))
+            }
+        }
+        location /sio/ { content_by_lua_block { sio:serve() } }
+        location /sio-http/ { content_by_lua_block { sio_http:serve() } }
+        location /sioc/ { content_by_lua_block { sio_c:serve() } }
+        location = /emit-sio {
+            content_by_lua_block {
+                local ok, err = require("resty.passport").emit { filter = "admins", namespace = "/",
+                                                                 event = "news", args = { { n = 1 } } }
                 ngx.print(ok and "-1" or ("error: " .. tostring(err)))
             }
         }
@@ -387,19 +449,28 @@ local function main()
             local gw = gateway(1)
             row = { servers = { gw }, port = gw.port, path = key == "terminate" and "/term" or "/term?c=1",
                     emit = "/emit", emit_expected = true }
+        elseif key == "sio" or key == "sio-http" or key == "sio-cache" then
+            assert(has_sio, "row " .. key .. ": no lua/resty/passport/socketio.lua in this tree")
+            local gw = gateway(1)
+            local base = ({ sio = "/sio/", ["sio-http"] = "/sio-http/", ["sio-cache"] = "/sioc/" })[key]
+            row = { servers = { gw }, port = gw.port, path = base .. "?EIO=4&transport=websocket", sio = true,
+                    emit = "/emit-sio", emit_expected = true,
+                    -- its authorized path is (2s)'s: no second hold
+                    no_hold = key == "sio-http" }
         elseif key == "ws-floor" then
             local up = upstream_ws()
             row = { servers = { up }, port = up.port, path = "/ws" }
         elseif key == "psio" or key == "recipe" then
             local node = start_node(key, redis.port)
             row = { servers = { node }, port = node.port, path = SIO_PATH, sio = true, emit = "/emit",
-                    close_rejects = key == "recipe" }
+                    close_rejects = key == "recipe", native_filter = true }
         elseif key == "guard-sio" then
             local node = start_node("noauth", redis.port)
             local gw = gateway(hold and 2 or 1, node.port)
             row = { servers = { gw, node }, port = gw.port, path = SIO_PATH, sio = true }
         end
         row.key, row.label, row.pids = key, ROW_INFO[key], pids_of(row.servers)
+        for _, srv in ipairs(row.servers) do srv.row = key .. (hold and " (hold)" or "") end
         return row
     end
     local function cat(a, b)
@@ -454,6 +525,20 @@ local function main()
             log("round %d %-10s %8.0f conn/s p50 %6.2f p99 %6.2f ms, cpu %.0f us/handshake, "
                 .. "%8.0f rejected/s, errors %d/%d", round, row.key, r.conn_per_s, r.p50_ms, r.p99_ms,
                 r.ok > 0 and r.server_cpu_s / r.ok * 1e6 or 0, j.rejected_per_s, r.errors, j.errors)
+            -- the open loop: RATE handshakes/s on a fixed schedule
+            if RATE > 0 then
+                row.open = row.open or {}
+                c0 = cpu_s(pids)
+                local o = loadgen(row_args(row) .. (" -f %s -m rate -R %s -d %s -c %d")
+                                  :format(cookies, RATE, RATE_SECONDS, RATE_CONC))
+                o.server_cpu_s = cpu_s(pids) - c0
+                row.open[round] = o
+                log("round %d %-10s open loop %.0f/s offered, %.0f/s done: p50 %6.2f p99 %6.2f max %6.2f ms"
+                    .. " (from the schedule; from connect() p50 %.2f p99 %.2f), %d late (max %.2f ms), %d failed,"
+                    .. " %d rejected, cpu %.0f us/handshake", round, row.key, RATE, o.conn_per_s, o.p50_ms,
+                    o.p99_ms, o.max_ms, o.svc_p50_ms, o.svc_p99_ms, o.late, o.late_max_ms, o.failed,
+                    o.rejected, o.ok > 0 and o.server_cpu_s / o.ok * 1e6 or 0)
+            end
         end
     end
 
@@ -461,7 +546,7 @@ local function main()
     -- (memory one row freed is not handed back to the OS, so a shared
     -- process would bias the next row), RSS, then filter + emit.
     for _, row in ipairs(active) do stop_servers(row.servers) end
-    for _, rate_row in ipairs(active) do
+    local function hold_row(rate_row)
         local row = build(rate_row.key, true)
         socket.sleep(1)
         local pids = row.pids()
@@ -480,7 +565,7 @@ local function main()
         socket.sleep(2)
         local hold = { up = up, rss0_kb = rss0, rss_kb = rss_kb(pids) }
         if row.emit then
-            if not row.key:match("^terminate") then
+            if row.native_filter then
                 hold.filter_native = sh(("curl -s http://127.0.0.1:%d/filter-native"):format(row.port))
             end
             sh("kill -USR1 " .. pid)
@@ -497,6 +582,10 @@ local function main()
             rss0, hold.rss_kb, (hold.rss_kb - rss0) / math.max(up.held, 1),
             hold.emit and ("; emit to %d/%d in %.1f ms"):format(hold.emit.received, hold.emit.expected,
                                                                  hold.emit.last_ms) or "")
+    end
+    for _, rate_row in ipairs(active) do
+        -- a row whose authorized path is another's (sio-http) is not held again
+        if not rate_row.no_hold then hold_row(rate_row) end
     end
     results.active = active
     return results
@@ -529,6 +618,28 @@ local function summarize(row)
     s.rej = med(row.reject, function(r) return r.rejected_per_s end)
     s.p50_1 = med(row.single, function(r) return r.p50_ms end)
     s.p99_1 = med(row.single, function(r) return r.p99_ms end)
+    s.rej_cpu_us = med(row.reject, function(r) return r.server_cpu_s / math.max(r.rejected, 1) * 1e6 end)
+    if row.open and row.open[1] then
+        local o = row.open
+        s.open = {
+            done = med(o, function(r) return r.conn_per_s end),
+            p50 = med(o, function(r) return r.p50_ms end),
+            p99 = med(o, function(r) return r.p99_ms end),
+            max = med(o, function(r) return r.max_ms end),
+            svc_p50 = med(o, function(r) return r.svc_p50_ms end),
+            svc_p99 = med(o, function(r) return r.svc_p99_ms end),
+            cpu_us = med(o, function(r) return r.server_cpu_s / math.max(r.ok, 1) * 1e6 end),
+            server_share = med(o, function(r) return r.server_cpu_s / r.elapsed_s end),
+            in_flight = med(o, function(r) return r.max_in_flight end),
+            late_max = med(o, function(r) return r.late_max_ms end),
+        }
+        local late, failed, rejected, started = 0, 0, 0, 0
+        for _, r in ipairs(o) do
+            late, failed = late + r.late, failed + r.failed
+            rejected, started = rejected + r.rejected, started + r.started
+        end
+        s.open.late, s.open.failed, s.open.rejected, s.open.started = late, failed + rejected, rejected, started
+    end
     s.errors = 0
     for _, r in ipairs(row.connect) do s.errors = s.errors + r.errors end
     for _, r in ipairs(row.reject) do s.errors = s.errors + r.errors + r.ok end
@@ -605,19 +716,47 @@ local function report(results)
             end
         end
     end
+    if RATE > 0 then
+        print("")
+        print(("  open loop: %s handshakes/s offered on a fixed schedule for %ss per round (loadgen -m rate, "
+               .. "at most %d in flight); latency from the scheduled start"):format(RATE, RATE_SECONDS, RATE_CONC))
+        print(("  %-50s %8s %7s %7s %8s %9s %9s %8s %6s %6s %6s %8s"):format("stack", "done/s", "p50 ms", "p99 ms",
+              "max ms", "svc p50", "svc p99", "CPU us", "srv%", "late", "failed", "inflight"))
+        for _, key in ipairs(ORDER) do
+            local row = results.rows[key]
+            local o = row and row.summary and row.summary.open
+            if o then
+                print(("  %-50s %8s %7s %7s %8s %9s %9s %8s %6s %6s %6s %8s"):format(row.label, fmt(o.done),
+                      fmt(o.p50, "%.2f"), fmt(o.p99, "%.2f"), fmt(o.max, "%.1f"), fmt(o.svc_p50, "%.2f"),
+                      fmt(o.svc_p99, "%.2f"), fmt(o.cpu_us), fmt(o.server_share * 100), fmt(o.late),
+                      fmt(o.failed), fmt(o.in_flight)))
+            end
+        end
+        print("  done/s: authorized handshakes completed per second; svc: latency from the actual connect() "
+              .. "(the server's share);")
+        print("  late: starts > 1 ms behind schedule (the generator or the in-flight cap held them back; "
+              .. "still timed from the schedule),")
+        print("  failed: errors of any kind (+ rejections, which a valid cookie must not get), summed over "
+              .. "rounds; inflight: the most handshakes open at once (median)")
+    end
     if base then
         print("")
-        print("  each figure / the same figure of (4):")
-        print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s"):format("stack", "conn/s", "p50", "p99", "rejected/s",
-              "RSS", "KB/conn", "CPU/hs", "emit"))
+        local term = results.rows.terminate and results.rows.terminate.summary
+        print("  each figure / the same figure of (4)" .. (term and "; CPU/(2): CPU per handshake / (2)'s:" or ":"))
+        print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %7s %7s %7s"):format("stack", "conn/s", "p50", "p99",
+              "rejected/s", "RSS", "KB/conn", "CPU/hs", "emit", "p50@R", "p99@R", "CPU/(2)"))
         local function r(a, b) if a and b and b ~= 0 then return ("%.2f"):format(a / b) end return "-" end
+        local bo = base.open or {}
         for _, key in ipairs(ORDER) do
             local row = results.rows[key]
             if row and row.summary then
                 local s = row.summary
-                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s"):format(row.label, r(s.conn, base.conn),
-                      r(s.p50, base.p50), r(s.p99, base.p99), r(s.rej, base.rej), r(s.rss_mb, base.rss_mb),
-                      r(s.rss_conn, base.rss_conn), r(s.cpu_us, base.cpu_us), r(s.emit_ms, base.emit_ms)))
+                local so = s.open or {}
+                print(("  %-50s %8s %7s %7s %9s %9s %8s %8s %9s %7s %7s %7s"):format(row.label,
+                      r(s.conn, base.conn), r(s.p50, base.p50), r(s.p99, base.p99), r(s.rej, base.rej),
+                      r(s.rss_mb, base.rss_mb), r(s.rss_conn, base.rss_conn), r(s.cpu_us, base.cpu_us),
+                      r(s.emit_ms, base.emit_ms), r(so.p50, bo.p50), r(so.p99, bo.p99),
+                      r(s.cpu_us, term and term.cpu_us)))
             end
         end
     end
@@ -664,11 +803,70 @@ local function report(results)
                     :format(key, s.rss_conn, s.rss_conn / base.rss_conn, base.rss_conn,
                             s.rss_conn / base.rss_conn <= 0.5 and "met" or "NOT met")
             end
+        elseif s then
+            t[#t + 1] = ("  %-15s no (4) psio row in this run to compare with"):format(key)
         elseif results.rows[key] then
             t[#t + 1] = ("  %-15s pending"):format(key)
         end
     end
     print(table.concat(t, "\n"))
+
+    -- The gateway's own socket.io server against passport.socketio and
+    -- the plain terminate row.
+    local sio, term = S("sio"), S("terminate")
+    if sio then
+        print("")
+        print("  targets (socket.io in the gateway):")
+        if base then
+            local x = sio.cpu_us / base.cpu_us
+            print(("  sio             CPU/authorized handshake %.0f us = %.3f of (4)'s %.0f us (<= 1/6 = 0.167: %s)")
+                  :format(sio.cpu_us, x, base.cpu_us, x <= 1 / 6 and "met" or "NOT met"))
+        end
+        if term then
+            local x = sio.cpu_us / term.cpu_us
+            print(("  sio             CPU/authorized handshake %.2fx (2) terminate's %.0f us (<= 1.3: %s)")
+                  :format(x, term.cpu_us, x <= 1.3 and "met" or "NOT met"))
+        end
+        local sc, tc = S("sio-cache"), S("terminate-cache")
+        if sc and base then
+            print(("  sio-cache       CPU/authorized handshake %.0f us = %.3f of (4)'s%s")
+                  :format(sc.cpu_us, sc.cpu_us / base.cpu_us,
+                          tc and (", %.2fx (2c)'s"):format(sc.cpu_us / tc.cpu_us) or ""))
+        end
+        if sio.rss_conn then
+            print(("  sio             RSS per idle authorized socket.io socket %.1f KB%s")
+                  :format(sio.rss_conn, base and base.rss_conn and (" = %.2f of (4)'s %.1f KB")
+                          :format(sio.rss_conn / base.rss_conn, base.rss_conn) or ""))
+        end
+        if sio.open and base and base.open then
+            print(("  sio             open loop at %s/s: p50 %.2f ms, p99 %.2f ms; (4): p50 %.2f ms, p99 %.2f ms")
+                  :format(RATE, sio.open.p50, sio.open.p99, base.open.p50, base.open.p99))
+        end
+    end
+    -- Refusals: connect_error (upgrade, open packet, 40 -> 44{...}) or HTTP.
+    local refusal_rows = {}
+    for _, key in ipairs { "sio", "sio-http", "terminate", "psio", "recipe" } do
+        local s = S(key)
+        if s then
+            refusal_rows[#refusal_rows + 1] = ("%s %.0f/s at %.0f us CPU each"):format(key, s.rej, s.rej_cpu_us)
+        end
+    end
+    if S("sio") or S("sio-http") then
+        print("  refusals (forged cookies, -c " .. CONC .. "): " .. table.concat(refusal_rows, "; "))
+        print("    sio: upgraded, open packet, 40 -> 44{\"message\":...}; sio-http: HTTP 401; terminate: 401;"
+              .. " psio: 44 after the upgrade; recipe: socket closed")
+    end
+    -- Anything the nginx instances logged at level error or above.
+    print("")
+    if #error_logs == 0 then
+        print("  nginx error.log (level error): empty for every instance")
+    else
+        for _, e in ipairs(error_logs) do
+            print(("  nginx error.log of %s (%s, port %d): %d line(s)"):format(e.server, e.row or "?", e.port,
+                  e.lines))
+            for i = 1, math.min(#e.text, 5) do print("    " .. e.text[i]:sub(1, 300)) end
+        end
+    end
 end
 
 local ok, res = xpcall(main, debug.traceback)
@@ -691,8 +889,9 @@ local function plain(v, seen)
     end
     return out
 end
-local dump = { meta = results.meta, rows = plain(results.rows, {}),
-               settings = { users = USERS, seconds = SECONDS, rounds = ROUNDS, conc = CONC, hold = HOLD } }
+local dump = { meta = results.meta, rows = plain(results.rows, {}), error_logs = error_logs,
+               settings = { users = USERS, seconds = SECONDS, rounds = ROUNDS, conc = CONC, hold = HOLD,
+                            rate = RATE, rate_seconds = RATE_SECONDS, rate_conc = RATE_CONC } }
 sh("mkdir -p " .. q(JSON_OUT:match("^(.*)/") or "."))
 local f = io.open(JSON_OUT, "w")
 if f then f:write(cjson.encode(dump)) f:close() end

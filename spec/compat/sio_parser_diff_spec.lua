@@ -548,7 +548,7 @@ local function compare(cases, theirs_all, label)
     return nil
 end
 
-describe("socketio.parser against socket.io-parser 4.2.7", function()
+describe("socketio.parser against socket.io-parser 4.2.7 #lua_only", function()
     it("decodes the hand-picked cases alike, but for the listed differences", function()
         local cases = {}
         for i, c in ipairs(HAND) do cases[i] = type(c) == "string" and { c } or c end

@@ -650,7 +650,7 @@ local function encode_any(r, p)
 end
 
 describe("socketio.parser on random input (seed " .. SEED .. ", SIO_PARSER_SEED)", function()
-    it("decodes 5000 random packets back to themselves", function()
+    it("decodes 5000 random packets back to themselves #lua_only", function()
         print("sio_parser_spec: seed " .. SEED)
         local r = rng(SEED)
         local dec = parser.decoder { max_attachments = 1000 }   -- random packets may hold many
@@ -675,7 +675,7 @@ describe("socketio.parser on random input (seed " .. SEED .. ", SIO_PARSER_SEED)
         assert(binary_packets > 500, "only " .. binary_packets .. " binary packets")
     end)
 
-    it("never raises on random messages", function()
+    it("never raises on random messages #lua_only", function()
         local r = rng(SEED + 1)
         local PIECES = { "0", "1", "2", "3", "4", "5", "6", "9", "-", "/", ",", "1", "12", "[", "]", "{", "}", '"',
                          ":", "null", '"a"', '"connect"', "1.5", "5.", " ", "\0", "\255", "é", "\\u", "\\ud800",

@@ -153,7 +153,7 @@ RP_API int rp_parse_date(const char *s, size_t len, double *ms);
 
 RP_API const char *rp_version(void);
 
-/* len (1..64) random characters of the URL-safe base64 alphabet, 6 bits of
+/* len (1..1024) random characters of the URL-safe base64 alphabet, 6 bits of
  * OpenSSL's CSPRNG each.  Returns len, or RP_EARG (bad length, no entropy). */
 RP_API int rp_random_id(char *out, size_t len);
 

@@ -11,7 +11,7 @@ static const char ALPHABET[] =
 
 int rp_random_id(char *out, size_t len)
 {
-    unsigned char raw[64];
+    unsigned char raw[1024];
 
     if (out == NULL || len == 0 || len > sizeof(raw))
         return RP_EARG;

@@ -9,6 +9,7 @@ local ffi_new = ffi.new
 local gmatch = string.gmatch
 local gsub = string.gsub
 local io_open = io.open
+local sub = string.sub
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -117,12 +118,23 @@ function _M.get_buf(n)
     return buf
 end
 
--- len random URL-safe characters (ids nobody can guess), or nil.
+-- len (at most 1024) random URL-safe characters (ids nobody can guess), or
+-- nil.  Drawn from a batch of 1024 made by one call: OpenSSL checks its
+-- pid on every RAND_bytes, and a socket.io connection needs two ids.
+-- Called only by the socket layers in a worker, never in init_by_lua, so
+-- no batch exists in the master to be inherited by every worker.
+local RANDOM_BATCH = 1024
+local random_batch, random_pos = "", 1
+
 function _M.random_id(len)
-    local out = _M.get_buf(len)
-    local n = _M.C.rp_random_id(out, len)
-    if n ~= len then return nil end
-    return ffi.string(out, n)
+    if random_pos + len - 1 > #random_batch then
+        local out = _M.get_buf(RANDOM_BATCH)
+        if _M.C.rp_random_id(out, RANDOM_BATCH) ~= RANDOM_BATCH then return nil end
+        random_batch, random_pos = ffi.string(out, RANDOM_BATCH), 1
+    end
+    local id = sub(random_batch, random_pos, random_pos + len - 1)
+    random_pos = random_pos + len
+    return id
 end
 
 -- Where the library was found, for error messages and tests.

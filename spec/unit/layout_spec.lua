@@ -11,6 +11,7 @@ local FLOW = {
     "resty.passport.socketio.parser",
     "resty.passport.redis.resp",
     "resty.passport.redis.conn",
+    "resty.passport.redis.mux",
     "resty.passport.redis.pubsub",
     "resty.passport.store.redis",
     "resty.passport.store.shdict",

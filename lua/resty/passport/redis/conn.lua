@@ -8,8 +8,9 @@
 --   c:raw(read_timeout)             --> sock | nil, err
 --
 -- A conn is a plain table of settings: sockets live only inside one call,
--- never in the conn.  AUTH and SELECT go out only on a fresh connection,
--- pipelined with its first command.  A connection that saw an I/O or
+-- never in the conn (redis/mux.lua's lanes hold theirs, opened with
+-- conn.open and conn.read_prelude).  AUTH and SELECT go out only on a
+-- fresh connection, pipelined with its first command.  A connection that saw an I/O or
 -- protocol error is closed, never pooled; a reply, an error reply
 -- (WRONGTYPE) included, leaves the stream in step and the connection goes
 -- back to the pool.  Replies are resty.passport.redis.resp's.
@@ -70,6 +71,7 @@ local STALE = {
     closed = true, ["broken pipe"] = true,
     ["connection reset by peer"] = true,
 }
+_M.STALE = STALE
 
 -- AUTH and SELECT answer +OK or an error.
 local PRELUDE_REPLY = resp.reader(0, nil, resp.accept("+-"))
@@ -245,6 +247,7 @@ local function open(self, opts, read_timeout)
     end
     return sock
 end
+_M.open = open
 
 -- Reads the prelude's replies (already sent); closes sock on a failure.
 local function read_prelude(self, sock)
@@ -259,6 +262,7 @@ local function read_prelude(self, sock)
     end
     return true
 end
+_M.read_prelude = read_prelude
 
 -- One attempt of request(); the 4th result says the failure came from a
 -- pooled connection that was dead before we used it.
@@ -316,10 +320,11 @@ function _M.request(self, bytes, reader)
 end
 
 -- One command: its reply, or nil and "redis: <NAME> failed: ..." (an
--- error reply, or what broke the connection).
+-- error reply, or what broke the connection).  Through self:request, so
+-- that redis/mux.lua's client shares it.
 function _M.command(self, ...)
     local name = ...
-    local v, err, kind = _M.request(self, encode(...), self.reader)
+    local v, err, kind = self:request(encode(...), self.reader)
     if v == nil then
         if kind == "setup" then
             return nil, err

@@ -12,6 +12,10 @@
 --
 -- * inside nginx, cosockets through store.conn: a keepalive pool, the
 --   AUTH/SELECT prelude on fresh connections, one retry on a stale one.
+--   With multiplex = true, requests go through store.client, the
+--   worker's pipelined lanes (redis/mux.lua), and never open a cosocket
+--   of their own: a request that lives for hours (a WebSocket handshake)
+--   keeps no socket memory in its pool.
 --
 -- * outside nginx (plain LuaJIT), hiredis's blocking client through
 --   librestypassport_redis.so (csrc/redis_sync.c), one connection per store,
@@ -32,6 +36,7 @@
 local ffi = require "ffi"
 local host = require "resty.passport.host"
 local conn = require "resty.passport.redis.conn"
+local mux = require "resty.passport.redis.mux"
 local resp = require "resty.passport.redis.resp"
 
 local error = error
@@ -53,7 +58,7 @@ local mt = { __index = _M }
 local KNOWN = {
     prefix = "string", check_expires = "boolean", cache_ttl = "number",
     cache_size = "number", max_value_size = "number",
-    cache_coherent = "boolean",
+    cache_coherent = "boolean", multiplex = "boolean",
 }
 
 local DEFAULTS = {
@@ -197,12 +202,13 @@ local function get_result(v)
 end
 
 -- json | nil (no such key) | nil, err.  The command is built per call:
--- conn:request may send it again after a yield.
+-- conn:request may send it again after a yield.  c: the conn, or the
+-- multiplexed client; a read may go out again (the `true`: mux.lua).
 local function fetch_cosocket(self, sid)
-    local prefix, c = self.prefix, self.conn
+    local prefix, c = self.prefix, self.client
     local v, err, kind = c:request(
         { "*2\r\n$3\r\nGET\r\n$", #prefix + #sid, "\r\n", prefix, sid, "\r\n" },
-        self.get_reader)
+        self.get_reader, true)
     if v == nil then
         return nil, failed(c, err, kind)
     end
@@ -232,13 +238,13 @@ end
 -- json, nil, and the ms a copy of it may be cached (math.huge: the key
 -- has no expiry; 0: do not cache), or what fetch_cosocket returns.
 local function fetch_pttl(self, sid)
-    local prefix, c = self.prefix, self.conn
+    local prefix, c = self.prefix, self.client
     local n = #prefix + #sid
     local t0 = now_ms()
     local v, err, kind = c:request(
         { "*2\r\n$3\r\nGET\r\n$", n, "\r\n", prefix, sid,
           "\r\n*2\r\n$4\r\nPTTL\r\n$", n, "\r\n", prefix, sid, "\r\n" },
-        self.two_readers)
+        self.two_readers, true)
     if v == nil then
         return nil, failed(c, err, kind)
     end
@@ -302,6 +308,7 @@ end
 
 local function use_cosockets(self)
     self.backend = "cosocket"
+    self.client = self.multiplex and mux.new(self.conn) or self.conn
     self._fetch = fetch_cosocket
     self.get_reader = resp.reader(self.max_value_size, "max_value_size",
                                   GET_REPLY)
@@ -479,9 +486,10 @@ function _M.set_coherent(self, live)
     self.cache_live = live and true or false
 end
 
--- One command over a pooled connection (nginx only): the reply as
--- redis/resp.lua reads it, or nil and an error.  For PUBLISH, MGET and
--- CONFIG from the socket layer; sessions are read with get().
+-- One command over a pooled (or, multiplex, the worker's) connection
+-- (nginx only): the reply as redis/resp.lua reads it, or nil and an
+-- error.  For PUBLISH, MGET and CONFIG from the socket layer; sessions
+-- are read with get().
 function _M.command(self, ...)
     if type(self) ~= "table" or self._fetch == nil then
         error("bad argument #1 to 'command' (store expected)", 2)
@@ -489,7 +497,7 @@ function _M.command(self, ...)
     if self.backend ~= "cosocket" then
         error("store:command needs nginx cosockets", 2)
     end
-    return self.conn:command(...)
+    return self.client:command(...)
 end
 
 -- Closes the hiredis connection (outside nginx); a no-op in nginx, where

@@ -109,7 +109,12 @@ log("seeded %d sessions", N)
 -- The recommended directives for a gateway that holds WebSockets (README,
 -- "Memory per connection"); TUNE=0 measures nginx's defaults instead.
 local TUNE = os.getenv("TUNE") ~= "0" and
-    "lua_socket_buffer_size 1k; request_pool_size 1k; client_header_buffer_size 512;\n" or ""
+    (os.getenv("TUNE_HTTP") or
+     "lua_socket_buffer_size 1k; request_pool_size 512; client_header_buffer_size 512;") .. "\n" or ""
+-- The store as the README recommends for held sockets: its Redis requests
+-- multiplexed (MULTIPLEX=0: each handshake's own cosocket, whose buffers
+-- its request keeps as long as the socket lives).
+local MULTIPLEX = os.getenv("MULTIPLEX") ~= "0"
 
 local function start_gateway(path)
     local nginx = nginx_server.start {
@@ -121,7 +126,7 @@ local function start_gateway(path)
     lua_shared_dict bench 1m;
     init_by_lua_block {
         local passport = require "resty.passport"
-        store = passport.redis { port = %d, pool_size = 64 }
+        store = passport.redis { port = %d, pool_size = 64, multiplex = %s }
         auth = passport.authorize { secret = %q, store = store,
             deserialize_user = function(id)
                 return { id = id, group = id %% 2 == 0 and "even" or "odd" }
@@ -146,7 +151,7 @@ local function start_gateway(path)
     init_worker_by_lua_block {
         require("resty.passport").init_worker { store = store, filters = { even = even } }
     }
-]]):format(redis.port, SECRET, SECRET),
+]]):format(redis.port, tostring(MULTIPLEX), SECRET, SECRET),
         server = (os.getenv("SERVER_EXTRA") or "") .. [[
         location = /ws-nostore {
             content_by_lua_block {
@@ -390,7 +395,8 @@ local ok, err = pcall(function()
           .. " socket.io: io.to(\"even\").emit")
     line("emit to one user, its client (ms)", function(r) return r.emit_user ~= 0 and r.emit_user or nil end)
     line("server CPU per delivered message, group (us)", function(r) return r.room_cpu_us end, "%.1f")
-    print("gateway directives: " .. (TUNE ~= "" and TUNE:gsub("\n", "") or "nginx defaults (TUNE=0)"))
+    print("gateway directives: " .. (TUNE ~= "" and TUNE:gsub("\n", "") or "nginx defaults (TUNE=0)")
+          .. "; store multiplex = " .. tostring(MULTIPLEX))
     print("")
     print("targets:")
     if gs then

@@ -108,4 +108,62 @@ describe("registry", function()
         assert.has_error(function() registry.configure("id") end)
         assert.has_error(function() registry.configure { user_key = 1 } end)
     end)
+
+    describe("rooms", function()
+        local function sio(nsp, serialized, sid)
+            local s = sock({}, sid, serialized)
+            s.nsp = nsp
+            return s
+        end
+
+        local function ids(list)
+            local out = {}
+            for i, s in ipairs(list) do out[i] = s end
+            table.sort(out, function(a, b) return tostring(a) < tostring(b) end)
+            return out
+        end
+
+        it("answers user: and session: rooms from the indexes, per namespace", function()
+            local n42 = sio("/", 42, "sa")        -- the number 42
+            local s42 = sio("/", "42", "sb")      -- the string "42": the same room name
+            local admin = sio("/admin", 42, "sa") -- the same user in another namespace
+            local plain = sock({}, "sc", 7)       -- a plain WebSocket: namespace "/"
+            for _, s in ipairs { n42, s42, admin, plain } do registry.add(s) end
+            assert.same(ids { n42, s42 }, ids(registry.of_room("/", "user:42")))
+            assert.same({ admin }, registry.of_room("/admin", "user:42"))
+            assert.same({ plain }, registry.of_room("/", "user:7"))
+            assert.same({ n42 }, registry.of_room("/", "session:sa"))
+            assert.same({}, registry.of_room("/", "user:43"))
+            assert.same({}, registry.of_room("/", "user:042")) -- not how 42 prints
+            assert.same({ "user:42", "session:sa" }, registry.rooms_of(n42))
+            for _, s in ipairs { n42, s42, admin, plain } do registry.remove(s) end
+            assert.same({}, registry.of_room("/", "user:42"))
+        end)
+
+        it("joins and leaves named rooms, and forgets them on remove", function()
+            local a, b = sio("/", 1, "s1"), sio("/", 2, "s2")
+            local c = sio("/chat", 3, "s3")
+            for _, s in ipairs { a, b, c } do registry.add(s) end
+            registry.join(a, "lobby")
+            registry.join(a, "lobby") -- twice is once
+            registry.join(b, "lobby")
+            registry.join(c, "lobby") -- another namespace's lobby
+            assert.same(ids { a, b }, ids(registry.of_room("/", "lobby")))
+            assert.same({ c }, registry.of_room("/chat", "lobby"))
+            registry.leave(b, "lobby")
+            registry.leave(b, "never joined")
+            assert.same({ a }, registry.of_room("/", "lobby"))
+            registry.remove(a)
+            assert.same({}, registry.of_room("/", "lobby"))
+            -- a socket joined before it is registered is indexed when added
+            local d = sio("/", 4, "s4")
+            registry.join(d, "early")
+            assert.same({}, registry.of_room("/", "early"))
+            registry.add(d)
+            assert.same({ d }, registry.of_room("/", "early"))
+            assert.has_error(function() registry.join(d, 5) end)
+            for _, s in ipairs { b, c, d } do registry.remove(s) end
+            assert.equal(0, registry.count())
+        end)
+    end)
 end)

@@ -1,4 +1,6 @@
 /* base64 the way Node and cookie-signature write and read it. */
+#include <limits.h>
+
 #include "internal.h"
 
 static const char std_alpha[] =
@@ -29,6 +31,22 @@ size_t rp_b64_encode(const unsigned char *in, size_t len, int url, char *out)
         out[o++] = a[(v >> 6) & 63];
     }
     return o;
+}
+
+int rp_base64_encode(const unsigned char *in, size_t len, char *out,
+                     size_t cap)
+{
+    size_t need, o;
+
+    if (len > (size_t)INT_MAX / 4 * 3)
+        return RP_ETOOBIG;
+    need = (len + 2) / 3 * 4;
+    if (need > cap)
+        return RP_ETOOBIG;
+    o = rp_b64_encode(in, len, 0, out);
+    while (o % 4 != 0)
+        out[o++] = '=';
+    return (int)o;
 }
 
 /* 0..63 for either alphabet, 64 for '=', 255 for anything else. */

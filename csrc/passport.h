@@ -107,6 +107,11 @@ RP_API int rp_keygrip_session(const char *hdr, size_t hdr_len,
 RP_API int rp_base64_decode(const char *in, size_t in_len,
                             unsigned char *out, size_t cap);
 
+/* Node's Buffer#toString("base64"): the standard alphabet, padded.  Returns
+ * the length written, or RP_ETOOBIG when cap cannot hold it. */
+RP_API int rp_base64_encode(const unsigned char *in, size_t len, char *out,
+                            size_t cap);
+
 /* ---- session record (connect-redis JSON) -------------------------------- */
 
 enum {

@@ -9,6 +9,7 @@ local FLOW = {
     "resty.passport.session",
     "resty.passport.ws.frame",
     "resty.passport.socketio.parser",
+    "resty.passport.engineio.payload",
     "resty.passport.redis.resp",
     "resty.passport.redis.conn",
     "resty.passport.redis.mux",

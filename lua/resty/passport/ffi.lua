@@ -40,6 +40,8 @@ int rp_keygrip_session(const char *hdr, size_t hdr_len, const char *name,
                        unsigned char *out, size_t cap, size_t *out_len);
 int rp_base64_decode(const char *in, size_t in_len, unsigned char *out,
                      size_t cap);
+int rp_base64_encode(const unsigned char *in, size_t len, char *out,
+                     size_t cap);
 enum {
     RP_JSON_NONE = 0, RP_JSON_NULL, RP_JSON_FALSE, RP_JSON_TRUE,
     RP_JSON_NUMBER, RP_JSON_STRING, RP_JSON_OBJECT, RP_JSON_ARRAY

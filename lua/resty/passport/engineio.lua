@@ -22,13 +22,12 @@ local socket = require "resty.passport.ws.socket"
 local websocket = require "resty.passport.websocket"
 local host = require "resty.passport.host"
 
-local accept_key = frame.accept_key
 local encode = frame.encode
 local handshake_input = nginx.handshake_input
 local http_error = nginx.respond_error
 local refusal = nginx.refusal
 local reject = nginx.reject
-local bad_upgrade = websocket.bad_upgrade
+local accept_upgrade = websocket.accept_upgrade
 local switching = websocket.switching
 local random_id = ffi_core.random_id
 local open = socket.open
@@ -242,15 +241,8 @@ function Server:accept()
     local upgrade = var.http_upgrade ~= nil
     local code = check_request(var, upgrade)
     if code then return refuse_request(code, upgrade) end
-    local status, msg, extra = bad_upgrade(var)
-    if status then
-        host.log("info", "passport: engine.io handshake refused (" .. status .. "): " .. msg)
-        return http_error(status, msg, extra)
-    end
-    local accept = accept_key(var.http_sec_websocket_key)
-    if not accept then
-        return http_error(400, "invalid Sec-WebSocket-Key")
-    end
+    local accept = accept_upgrade(var, "engine.io")
+    if not accept then return nil end
     local auth = self.auth
     local ok, data, is_error, refused = auth:verify(handshake_input(auth))
     if not ok then

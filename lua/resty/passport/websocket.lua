@@ -132,8 +132,25 @@ local function switching(accept, protocol)
            .. "\r\n"
 end
 
+-- The Sec-WebSocket-Accept of a valid version-13 upgrade, or nil once the
+-- HTTP refusal has been sent; name says whose handshake, for the log.
+-- Checked before the session: no Redis round trip for a request that
+-- cannot become a WebSocket.
+local function accept_upgrade(var, name)
+    local status, msg, extra = bad_upgrade(var)
+    if status then
+        host.log("info", "passport: " .. name .. " handshake refused (" .. status .. "): " .. msg)
+        return http_error(status, msg, extra)
+    end
+    local accept = accept_key(var.http_sec_websocket_key)
+    if not accept then
+        return http_error(400, "invalid Sec-WebSocket-Key")
+    end
+    return accept
+end
+
 -- For the protocols that upgrade the same way (Engine.IO).
-_M.bad_upgrade = bad_upgrade
+_M.accept_upgrade = accept_upgrade
 _M.switching = switching
 
 ---------------------------------------------------------------------------
@@ -147,16 +164,8 @@ function _M.serve(auth, opts)
     local options = new_options(opts, "websocket", OPTIONS)
     local rank = protocol_rank(opts and opts.protocols)
     local var = ngx_var
-    local status, msg, extra = bad_upgrade(var)
-    if status then
-        host.log("info", "passport: websocket handshake refused (" .. status .. "): " .. msg)
-        return http_error(status, msg, extra)
-    end
-    local accept = accept_key(var.http_sec_websocket_key)
-    if not accept then
-        return http_error(400, "invalid Sec-WebSocket-Key")
-    end
-
+    local accept = accept_upgrade(var, "websocket")
+    if not accept then return nil end
     local ok, data, is_error, refused = auth:verify(handshake_input(auth))
     if not ok then
         return reject(data, is_error, refused)

@@ -46,24 +46,11 @@ local conf -- set by init_worker
 ---------------------------------------------------------------------------
 -- Delivery on this worker.
 
--- The sockets of namespace nsp among list (a plain WebSocket is in "/").
-local function in_nsp(list, nsp)
-    local out, n = {}, 0
-    for i = 1, #list do
-        local sock = list[i]
-        if (sock.nsp or "/") == nsp then
-            n = n + 1
-            out[n] = sock
-        end
-    end
-    return out
-end
-
 -- The sockets of namespace nsp a message is for: by user key, by a named
 -- filter, or by room.
 local function recipients(kind, key, nsp)
     if kind == "u" then
-        return in_nsp(registry.of_key(key), nsp)
+        return registry.of_key(key, nsp)
     elseif kind == "r" then
         return registry.of_room(nsp, key)
     elseif kind ~= "f" then
@@ -74,12 +61,12 @@ local function recipients(kind, key, nsp)
         host.log("warn", "passport: emit to filter '" .. key .. "', which this worker does not have")
         return nil
     end
-    local ok, res = pcall(registry.filter, fn)
+    local ok, res = pcall(registry.filter, fn, nsp)
     if not ok then
         host.log("err", "passport: filter '" .. key .. "' raised: " .. tostring(res))
         return nil
     end
-    return in_nsp(res, nsp)
+    return res
 end
 
 -- Sends to each socket what its protocol makes of the message, encoded

@@ -107,8 +107,13 @@ function _M.index_of(data)
     return key_of(data.serialized_user), data.session_id
 end
 
+-- A socket's namespace: a plain WebSocket is in "/".
+local function nsp_of(socket)
+    return socket.nsp or "/"
+end
+
 local function room_key(socket, room)
-    return (socket.nsp or "/") .. "\0" .. room
+    return nsp_of(socket) .. "\0" .. room
 end
 
 function _M.add(socket)
@@ -165,10 +170,6 @@ end
 -- for "42" alike, as a room name is a string).
 local USER_ROOM, SESSION_ROOM = "user:", "session:"
 
-function _M.user_room(key)
-    return key and USER_ROOM .. sub(key, 2) or nil
-end
-
 function _M.join(socket, room)
     if type(room) ~= "string" then
         error("bad argument #1 to 'join' (string expected, got " .. type(room) .. ")", 3)
@@ -191,17 +192,22 @@ function _M.leave(socket, room)
     if socket._slot then index_del(by_room, room_key(socket, room), socket) end
 end
 
+local function in_nsp(s, nsp)
+    return nsp_of(s) == nsp
+end
+
+-- Appends the sockets of index entry v that are in namespace nsp.
 local function add_entry(out, n, v, nsp)
     if v == nil then return n end
     if getmetatable(v) ~= SET then
-        if (v.nsp or "/") == nsp then
+        if in_nsp(v, nsp) then
             n = n + 1
             out[n] = v
         end
         return n
     end
     for s in next, v do
-        if (s.nsp or "/") == nsp then
+        if in_nsp(s, nsp) then
             n = n + 1
             out[n] = s
         end
@@ -272,8 +278,9 @@ local function entry_to_array(v)
 end
 
 -- passport.socketio's filterSocketsByUser: fn(user, socket) for every
--- socket on this worker; the sockets it returns true for.
-function _M.filter(fn)
+-- socket on this worker (of namespace nsp only, when given); the sockets
+-- it returns true for.
+function _M.filter(fn, nsp)
     if type(fn) ~= "function" then
         error("bad argument #1 to 'filter_sockets_by_user' (function expected, got "
               .. type(fn) .. ")", 3)
@@ -285,7 +292,7 @@ function _M.filter(fn)
     for i = 1, snapshot do copy[i] = list[i] end
     for i = 1, snapshot do
         local s = copy[i]
-        if fn(s.user, s) then
+        if (not nsp or in_nsp(s, nsp)) and fn(s.user, s) then
             n = n + 1
             out[n] = s
         end
@@ -304,7 +311,13 @@ function _M.of_user(user)
     return entry_to_array(by_user[k])
 end
 
-function _M.of_key(k)
+-- The sockets of a user key (of namespace nsp only, when given).
+function _M.of_key(k, nsp)
+    if nsp then
+        local out = {}
+        add_entry(out, 0, by_user[k], nsp)
+        return out
+    end
     return entry_to_array(by_user[k])
 end
 

@@ -21,13 +21,8 @@ local cjson = require "cjson"
 local SECRET = "socketio cluster spec secret"
 local shq = proc.q
 
-local function denull(v)
-    if type(v) ~= "table" then return v end
-    for k, x in pairs(v) do
-        if x == cjson.null then v[k] = nil else denull(x) end
-    end
-    return v
-end
+-- JSON null becomes nil, so fields can be tested plainly.
+local denull = require("support.ws_clients").denull
 
 local function gateway(redis_port)
     return nginx_server.start {

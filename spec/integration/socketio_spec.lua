@@ -35,13 +35,7 @@ local ROOT = nginx_server.root
 -- Helpers: JSON, the Node processes, raw clients.
 
 -- JSON null becomes nil, so fields can be tested plainly.
-local function denull(v)
-    if type(v) ~= "table" then return v end
-    for k, x in pairs(v) do
-        if x == cjson.null then v[k] = nil else denull(x) end
-    end
-    return v
-end
+local denull = require("support.ws_clients").denull
 
 local function start_reference(redis_port)
     local self = { port = proc.free_port(), log = os.tmpname() }

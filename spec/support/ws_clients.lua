@@ -51,6 +51,7 @@ local function denull(v)
     end
     return v
 end
+M.denull = denull
 
 function Clients:call(method, path, args)
     local parts = {}

@@ -80,11 +80,6 @@ local function frames(str, atts)
     return concat(out)
 end
 
--- The JSON of a payload for the CONNECT and CONNECT_ERROR packets.
-local function json(v)
-    return cjson.encode(v) or "{}"
-end
-
 local function nsp_prefix(name)
     return name == "/" and "" or name .. ","
 end
@@ -442,13 +437,13 @@ end
 -- A connection: its Engine.IO socket, decoder and namespace sockets.
 
 local function connect_error(client, name, refusal)
-    local payload
-    if type(refusal) == "table" then
-        payload = { message = tostring(refusal.message), data = refusal.data }
-    else
-        payload = { message = tostring(refusal) }
-    end
-    client.conn:send_frame(encode(TEXT, "44" .. nsp_prefix(name) .. json(payload)))
+    local message, data = refusal, nil
+    if type(refusal) == "table" then message, data = refusal.message, refusal.data end
+    message = tostring(message)
+    local json = data ~= nil and cjson.encode { message = message, data = data }
+    -- data JSON cannot hold (a function, a sparse array): the message alone
+    if not json then json = cjson.encode { message = message } end
+    client.conn:send_frame(encode(TEXT, "44" .. nsp_prefix(name) .. json))
 end
 
 local function connect(client, name, auth_payload)

@@ -5,7 +5,9 @@
 --
 --   init_by_lua:        require("support.sio_app").configure { redis_port = ..., secret = ...,
 --                           ping_interval = ..., ping_timeout = ..., connect_timeout = ...,
---                           ack_timeout = ..., origins = { ... } | nil, filters = true }
+--                           ack_timeout = ..., origins = { ... } | nil, filters = true,
+--                           transports = nil | { ... }, node = nil | "a", max_payload = 1e6 }
+--   http:               lua_shared_dict passport_eio 10m;   -- polling (the client's default)
 --   init_worker_by_lua: require("support.sio_app").init_worker()   -- emit/logout subscriber
 --   location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
 --   location = /log   { content_by_lua_block { require("support.sio_app").log_handler() } }
@@ -190,7 +192,9 @@ local function build()
         ping_timeout = conf.ping_timeout,
         connect_timeout = conf.connect_timeout,
         ack_timeout = conf.ack_timeout,
-        max_payload = 1e6,
+        max_payload = conf.max_payload or 1e6,
+        transports = conf.transports,
+        node = conf.node,
     }
     io:of("/"):on("connection", app)
     local admin = io:of("/admin")

@@ -185,6 +185,23 @@ local function find_sid(self, cookie_header, query_value)
     return sid, reason
 end
 
+-- auth:session_key(cookie_header[, query_value]) --> what names the
+-- browser's session, verified but not looked up: the express-session id,
+-- or (cookie-session) the serialized passport user of the signed cookie;
+-- "" when the request carries none.  Engine.IO's later requests of one
+-- session must bring the same key as its handshake.
+function _M.session_key(self, cookie_header, query_value)
+    if self.express then
+        return find_sid(self, cookie_header, query_value) or ""
+    end
+    local body = session_cookie(cookie_header, self.key, self.ring, self.max_header_size)
+    local s = body and decode_session(body)
+    local user = s and s.user
+    if user == nil then return "" end
+    if type(user) == "table" then return "t:" .. (cjson.encode(user) or "") end
+    return type(user) .. ":" .. tostring(user)
+end
+
 -- Loads and reads the session: returns the decoded record info or a failure.
 local function load(self, data, cookie_header, query_value)
     if not self.express then

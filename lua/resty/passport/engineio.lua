@@ -5,9 +5,15 @@
 -- a binary message as is), a ping ("2") every ping_interval and the socket
 -- closed when its pong ("3") is not back within ping_timeout.
 --
+-- HTTP long-polling (engineio/polling.lua), when a lua_shared_dict holds
+-- the sessions: the handshake GET answers the open packet with
+-- "upgrades":["websocket"], GETs and POSTs of the session follow on any
+-- worker, and a WebSocket with its sid upgrades it (engineio/upgrade.lua).
+--
 -- A transport is what accept() opens; the layers above (socketio.lua, or an
 -- application through serve()) see only a socket that recv()s and sends
--- messages, so that HTTP long-polling can be added here alone.
+-- messages, and run their loop with eio:run(), in the request (WebSocket)
+-- or in the worker's host timer (a polling session outlives its requests).
 --
 --   local eio = passport.engineio { auth = auth, ping_interval = 25000 }
 --   eio:on("connection", function(socket)
@@ -20,6 +26,9 @@ local ffi_core = require "resty.passport.ffi"
 local nginx = require "resty.passport.nginx"
 local socket = require "resty.passport.ws.socket"
 local websocket = require "resty.passport.websocket"
+local sessions = require "resty.passport.engineio.sessions"
+local polling = require "resty.passport.engineio.polling"
+local upgrade_run = require("resty.passport.engineio.upgrade").run
 local host = require "resty.passport.host"
 
 local encode = frame.encode
@@ -35,6 +44,9 @@ local ngx = ngx
 local byte = string.byte
 local error = error
 local get_method = ngx.req.get_method
+local md5 = ngx.md5
+local worker_id = ngx.worker.id
+local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
 local setmetatable = setmetatable
@@ -60,10 +72,13 @@ local MESSAGES = {
 
 local DEFAULTS = {
     ping_interval = 25000, ping_timeout = 20000, max_payload = 1000000,
+    upgrade_timeout = 10000,
 }
+local DICT = "passport_eio"
 local ENGINE = {
     auth = "table", ping_interval = "number", ping_timeout = "number",
-    max_payload = "number",
+    max_payload = "number", upgrade_timeout = "number",
+    transports = "table", dict = "string", node = "string",
     -- the socket core's, passed through
     max_queue = "number", max_queue_bytes = "number", send_timeout = "number",
     close_timeout = "number", max_fragments = "number",
@@ -98,9 +113,37 @@ local function check(opts, fname, extra)
 end
 
 -- The open packet's JSON without its sid: npm engine.io's key order.
-local function open_suffix(o)
-    return '","upgrades":[],"pingInterval":' .. o.ping_interval .. ',"pingTimeout":'
-           .. o.ping_timeout .. ',"maxPayload":' .. o.max_payload .. '}'
+local function open_suffix(o, upgrades)
+    return '","upgrades":' .. upgrades .. ',"pingInterval":' .. o.ping_interval
+           .. ',"pingTimeout":' .. o.ping_timeout .. ',"maxPayload":' .. o.max_payload .. '}'
+end
+
+-- transports: which of "polling" and "websocket" (default both when the
+-- dict is declared, else the WebSocket alone); the dict's table or nil.
+local function transports_of(opts, fname)
+    local name = opts.dict or DICT
+    local list = opts.transports
+    local poll = true
+    if list then
+        local ws
+        poll = false
+        for _, t in ipairs(list) do
+            if t == "websocket" then ws = true
+            elseif t == "polling" then poll = true
+            else argerr(fname, "option 'transports': \"polling\" or \"websocket\" expected") end
+        end
+        if not ws then argerr(fname, "option 'transports': \"websocket\" is required") end
+    end
+    if not poll then return nil end
+    local tbl, err = sessions.open(name)
+    if not tbl then
+        if list or opts.dict then
+            argerr(fname, "option 'transports': polling needs lua_shared_dict " .. name
+                   .. " (" .. err .. ")")
+        end
+        return nil
+    end
+    return tbl
 end
 
 ---------------------------------------------------------------------------
@@ -163,24 +206,22 @@ end
 
 -- engine.io's verify() and handshake() for a request without a session:
 -- nil, or the error code.  upgrade: the request asks for one.
-local function check_request(var, upgrade)
-    if var.arg_transport ~= "websocket" then return UNKNOWN_TRANSPORT end
-    -- no polling yet, so no session a sid could name
-    if var.arg_sid then return UNKNOWN_SID end
-    if get_method() ~= "GET" then return BAD_HANDSHAKE_METHOD end
-    if not upgrade then return BAD_REQUEST end
+local function check_request(var, method, transport, upgrade)
+    if method ~= "GET" then return BAD_HANDSHAKE_METHOD end
+    if transport == "websocket" and not upgrade then return BAD_REQUEST end
     if var.arg_EIO ~= "4" then return UNSUPPORTED_PROTOCOL_VERSION end
     return nil
 end
 
 -- The refusal engine.io gives: a WebSocket upgrade gets a bare 400 with the
 -- message as text/html; any other request a JSON {code, message}.
-local function refuse_request(code, upgrade)
+local function refuse_request(code, upgrade, server)
     local msg = MESSAGES[code]
     host.log("info", "passport: engine.io request refused: " .. msg)
     ngx.status = 400
     local header = ngx.header
     header["Cache-Control"] = "no-store"
+    if server and not upgrade then polling.cors(server, header) end
     local body
     if upgrade then
         header["Content-Type"] = "text/html"
@@ -192,6 +233,10 @@ local function refuse_request(code, upgrade)
     header["Content-Length"] = #body
     ngx.print(body)
     return ngx.exit(400)
+end
+
+local function error_json(code)
+    return '{"code":' .. code .. ',"message":"' .. MESSAGES[code] .. '"}'
 end
 
 ---------------------------------------------------------------------------
@@ -207,6 +252,10 @@ Server.__index = Server
 function _M.new(opts, fname, extra, methods, register)
     fname = fname or "engineio"
     check(opts, fname, extra)
+    local node = opts.node
+    if node ~= nil and not node:find("^[%w_-]+$") or node and #node > 32 then
+        argerr(fname, "option 'node': 1 to 32 letters, digits, '_' or '-' expected")
+    end
     local o = {}
     for k, v in pairs(DEFAULTS) do o[k] = opts[k] or v end
     local core = {
@@ -217,10 +266,25 @@ function _M.new(opts, fname, extra, methods, register)
         max_message_size = o.max_payload,
     }
     for _, k in pairs(PASSED) do core[k] = opts[k] end
+    local tbl = transports_of(opts, fname)
+    local relay = { ping_interval = 0, idle_timeout = core.idle_timeout,
+                    max_message_size = core.max_message_size }
+    for _, k in pairs(PASSED) do relay[k] = opts[k] end
+    local errors = {}
+    for code in pairs(MESSAGES) do errors[code] = error_json(code) end
     local self = setmetatable({
         auth = opts.auth,
         core = socket.options(core, fname),
-        open_suffix = open_suffix(o),
+        relay_core = socket.options(relay, fname),
+        open_suffix = open_suffix(o, "[]"),
+        polling_suffix = open_suffix(o, '["websocket"]'),
+        sessions = tbl,
+        node = node and node .. "." or "",
+        errors = errors,
+        -- a session's dict entries outlive its home by at most this (s)
+        ttl = (o.ping_interval + o.ping_timeout) / 1000 + 2,
+        close_ttl = o.ping_timeout / 1000 + 2,
+        upgrade_timeout = o.upgrade_timeout / 1000,
         ping_interval = o.ping_interval,
         ping_timeout = o.ping_timeout,
         max_payload = o.max_payload,
@@ -229,7 +293,59 @@ function _M.new(opts, fname, extra, methods, register)
         handlers = {},
     }, Server)
     self.class = new_class("engine.io", register ~= false, methods or { on = _M.on })
+    self.polling_class = polling.class(self.class.wire, methods or { on = _M.on },
+                                       register ~= false)
     return self
+end
+
+-- A session id that says which node and worker hold the session, so that
+-- a load balancer can send its polling requests there.
+local function new_sid(self)
+    local rand = random_id(20)
+    if not rand then return nil end
+    return self.node .. (worker_id() or 0) .. "." .. rand
+end
+
+-- The requests of an existing session: GET, POST, or a WebSocket that
+-- upgrades it.  Answers them; nil.
+local function existing(self, var, sid, method, transport, upgrade)
+    local tbl = self.sessions
+    local state, home, hash
+    if tbl then state, home, hash = tbl:lookup(sid) end
+    if state then
+        local cookie_header, _, query_value = handshake_input(self.auth)
+        local key = self.auth:session_key(cookie_header, query_value)
+        if (key ~= "" and md5(key) or "") ~= hash then
+            host.log("info", "passport: engine.io: a request for a session of another browser session")
+            state = nil
+        end
+    end
+    if not state or (state == "c" and method ~= "GET") then
+        return refuse_request(UNKNOWN_SID, upgrade and transport == "websocket", self)
+    end
+    if var.arg_EIO ~= "4" then return refuse_request(BAD_REQUEST, upgrade, self) end
+    if transport == "websocket" then
+        if not upgrade then return refuse_request(BAD_REQUEST, false, self) end
+        local accept = accept_upgrade(var, "engine.io")
+        if not accept then return nil end
+        local head = switching(accept)
+        if state ~= "p" or not tbl:lock("r", sid, 1, self.ttl) then
+            -- engine.io: a session upgrading or upgraded closes the newcomer
+            local ws = socket.open(self.class, self.relay_core, {}, head, nil, sid)
+            ws:close()
+            while ws:recv() do end
+            return nil
+        end
+        upgrade_run(self, sid, home, head)
+        return nil
+    end
+    if state == "w" then return refuse_request(BAD_REQUEST, false, self) end
+    if method == "GET" then return polling.get(self, sid, home) end
+    if method == "POST" then
+        if state == "c" then return refuse_request(UNKNOWN_SID, false, self) end
+        return polling.post(self, sid, home)
+    end
+    return refuse_request(BAD_REQUEST, false, self)
 end
 
 -- eio:accept() in content_by_lua: the socket, or nil once the request
@@ -239,10 +355,23 @@ end
 function Server:accept()
     local var = ngx.var
     local upgrade = var.http_upgrade ~= nil
-    local code = check_request(var, upgrade)
-    if code then return refuse_request(code, upgrade) end
-    local accept = accept_upgrade(var, "engine.io")
-    if not accept then return nil end
+    local transport, method = var.arg_transport, get_method()
+    local tbl = self.sessions
+    if tbl and method == "OPTIONS" and self.auth.origins then
+        return polling.preflight(self)
+    end
+    if transport ~= "websocket" and (transport ~= "polling" or not tbl) then
+        return refuse_request(UNKNOWN_TRANSPORT, upgrade, self)
+    end
+    local asked = var.arg_sid
+    if asked then return existing(self, var, asked, method, transport, upgrade) end
+    local code = check_request(var, method, transport, upgrade)
+    if code then return refuse_request(code, upgrade and transport == "websocket", self) end
+    local accept
+    if transport == "websocket" then
+        accept = accept_upgrade(var, "engine.io")
+        if not accept then return nil end
+    end
     local auth = self.auth
     local ok, data, is_error, refused = auth:verify(handshake_input(auth))
     if not ok then
@@ -250,10 +379,14 @@ function Server:accept()
         local _, public = refusal(data, is_error, refused)
         data = { refused = public }
     end
-    local sid = random_id(20)
+    local sid = new_sid(self)
     if not sid then
         host.log("err", "passport: engine.io: no random bytes for a session id")
         return http_error(500, "no session id")
+    end
+    if not accept then
+        local cookie_header, _, query_value = handshake_input(auth)
+        return polling.open(self, data, sid, auth:session_key(cookie_header, query_value))
     end
     local head = switching(accept)
                  .. encode(TEXT, '0{"sid":"' .. sid .. self.open_suffix)
@@ -286,13 +419,20 @@ local function call(what, fn, ...)
     end
 end
 
--- eio:serve() in content_by_lua: accepts, then runs the socket's handlers
--- until it closes (npm engine.io's event style; accept() and recv() are
--- the loop style).
-function Server:serve()
-    local s = self:accept()
-    if not s then return end
-    local on_connection = self.handlers.connection
+-- eio:run(socket, fn, arg): fn(arg) is the loop that reads the socket:
+-- run in this request for a WebSocket, in a light thread of the worker's
+-- host timer for a polling session (whose requests come and go).
+function Server.run(_, s, fn, arg)
+    if not s.detached then return fn(arg) end
+    local ok, err = sessions.run(fn, arg)
+    if not ok then
+        host.log("err", "passport: engine.io: cannot run a polling session: " .. err)
+        s:close()
+    end
+end
+
+local function loop(s)
+    local on_connection = s.server_handlers.connection
     if on_connection then call("connection", on_connection, s) end
     while true do
         local msg, typ = s:recv()
@@ -302,6 +442,16 @@ function Server:serve()
     end
     local fn = s._on_close
     if fn then call("close", fn, reason_of(s)) end
+end
+
+-- eio:serve() in content_by_lua: accepts, then runs the socket's handlers
+-- until it closes (npm engine.io's event style; accept() and recv() are
+-- the loop style).
+function Server:serve()
+    local s = self:accept()
+    if not s then return end
+    s.server_handlers = self.handlers
+    return self:run(s, loop, s)
 end
 
 -- The socket's own methods: on("message" | "close", fn).

@@ -617,12 +617,9 @@ function IO:of(name)
     return nsp
 end
 
--- io:serve() in content_by_lua: the connection, until it closes.
-function IO:serve()
-    local conn = self.engine:accept()
-    if not conn then return end
-    local client = { io = self, conn = conn }
-    client.timer = add_deadline(self.connect_timeout / 1000, connect_expired, client)
+-- The connection's loop: its packets, until it closes.
+local function run(client)
+    local conn = client.conn
     while true do
         local msg, typ = conn:recv()
         if not msg then break end
@@ -632,6 +629,17 @@ function IO:serve()
     local reason = reason_of(conn)
     local all = sockets_of(client)
     for i = 1, #all do on_close(all[i], reason) end
+end
+
+-- io:serve() in content_by_lua: the connection, until it closes (a polling
+-- one in the worker's host timer: its requests come and go).
+function IO:serve()
+    local engine = self.engine
+    local conn = engine:accept()
+    if not conn then return end
+    local client = { io = self, conn = conn }
+    client.timer = add_deadline(self.connect_timeout / 1000, connect_expired, client)
+    return engine:run(conn, run, client)
 end
 
 _M.binary = parser.binary

@@ -10,6 +10,8 @@
 //   { name, url: "http://127.0.0.1:<port>", path: "/socket.io/" (default),
 //     cookie, origin, headers: {...} (extra request headers),
 //     reconnection: false (default; true: fast retries, to see none happen),
+//     transports: ["websocket"] (default; ["polling", "websocket"] is the
+//       client's own default: polling, then the upgrade),
 //     timeout: 3000 (the Manager's connect timeout), deadline: 20000 (whole run),
 //     steps: [ ... ] }
 // Steps (s names a namespace socket of this connection, default "main"):
@@ -43,7 +45,7 @@
 //                       events: [ { event, args, ack: bool, at, t } ],
 //                       disconnect: { reason, description?, at, t } | null } },
 //     engine: { opened, closes: [ { reason, at, t } ], reconnect_attempts, pongs_dropped,
-//               pings } }
+//               pings, transport: the one in use at the end, upgrades } }
 // at: ms since the scenario started; t: Date.now().
 'use strict';
 const fs = require('fs');
@@ -102,7 +104,10 @@ function blank(sc) {
     name: sc.name,
     steps: [],
     sockets: {},
-    engine: { opened: false, closes: [], reconnect_attempts: 0, pongs_dropped: 0, pings: 0 },
+    engine: {
+      opened: false, closes: [], reconnect_attempts: 0, pongs_dropped: 0, pings: 0,
+      transport: null, upgrades: 0,
+    },
   };
 }
 
@@ -114,8 +119,9 @@ async function run(sc, out) {
   if (sc.origin) headers.origin = sc.origin;
   const manager = new Manager(sc.url, {
     path: sc.path || '/socket.io/',
-    transports: ['websocket'],
+    transports: sc.transports || ['websocket'],
     extraHeaders: headers,
+    withCredentials: true,
     reconnection: !!sc.reconnection,
     reconnectionDelay: 100,
     reconnectionDelayMax: 200,
@@ -134,6 +140,8 @@ async function run(sc, out) {
         || (typeof description === 'string' ? description : undefined)), at: at(), t: Date.now(),
     }));
     engine.on('ping', () => { out.engine.pings += 1; });
+    out.engine.transport = engine.transport && engine.transport.name;
+    engine.on('upgrade', (t) => { out.engine.upgrades += 1; out.engine.transport = t.name; });
     const orig = engine._sendPacket;
     engine._sendPacket = function sendPacket(type, ...rest) {
       if (type === 'pong' && dropPongs) {

@@ -1,12 +1,15 @@
 // The socket.io reference the gateway's socket.io mode must agree with: a
-// Node socket.io 4.8 server (WebSocket transport only, like the gateway)
+// Node socket.io 4.8 server (WebSocket transport only by default, like a
+// gateway without its polling dict; TRANSPORTS=polling,websocket for both)
 // whose namespaces are authorized by the real npm passport.socketio over
 // connect-redis sessions, running the same test application as
 // spec/support/sio_app.lua (the gateway side).  Keep the two in step.
 //
 // env: PORT, REDIS_PORT, SECRET (comma-separated, newest first), PREFIX
 //      (default "sess:"), PING_INTERVAL, PING_TIMEOUT, CONNECT_TIMEOUT,
-//      ACK_TIMEOUT (ms), ORIGINS (comma-separated allow-list; unset = any).
+//      ACK_TIMEOUT (ms), ORIGINS (comma-separated allow-list; unset = any;
+//      set, it is also the CORS allow-list, with credentials), TRANSPORTS
+//      (comma-separated, default "websocket"), MAX_PAYLOAD (bytes, 1e6).
 // Prints "listening <port>".
 //
 // The application (both namespaces "/" and "/admin"):
@@ -152,12 +155,13 @@ async function main() {
   });
   const io = new Server(server, {
     path: '/socket.io/',
-    transports: ['websocket'],
+    transports: env('TRANSPORTS', 'websocket').split(','),
+    cors: ORIGINS ? { origin: [...ORIGINS], credentials: true } : undefined,
     serveClient: false,
     pingInterval: PING_INTERVAL,
     pingTimeout: PING_TIMEOUT,
     connectTimeout: CONNECT_TIMEOUT,
-    maxHttpBufferSize: 1e6,
+    maxHttpBufferSize: Number(env('MAX_PAYLOAD', 1e6)),
   });
 
   io.of('/').use(originCheck).use(authorize).on('connection', app);

@@ -45,6 +45,9 @@ local function to_base64(s)
     return ffi_string(out, n)
 end
 
+_M.from_base64 = from_base64
+_M.to_base64 = to_base64
+
 -- One packet's text, or nil (not a packet: engine.io-parser's error).
 local function decode_packet(s)
     local t = byte(s, 1)

@@ -11,6 +11,7 @@
  *     (namespace connect), the "40{...}" ack, then the first "42[...]" event.
  * The handshake latency of a connection is connect() start -> welcome
  * (in rate mode: its scheduled start -> welcome).
+ *   socket.io over Engine.IO long-polling first (-u or -l): see below.
  * A rejection is an HTTP 401/403 answer to the upgrade, or a socket.io
  * CONNECT_ERROR packet "44{...}" (how io.use() middleware refuses); with -x
  * also a connection the server closes before any byte of its answer (how
@@ -66,12 +67,37 @@
  *               Every socket is closed with a reset (SO_LINGER 0): no
  *               TIME_WAIT, however many rounds of thousands.
  *
+ * Engine.IO long-polling (-u, -l; socket.io, so -s is implied): -P is then
+ * the Engine.IO path and query without a transport (default
+ * "/socket.io/?EIO=4"); loadgen adds "&transport=polling&t=<random>" (and
+ * "&sid=<sid>").  A client's polling requests go one after another on one
+ * HTTP/1.1 keep-alive connection, its cookie on every request:
+ *   GET (handshake) -> 200 "0{"sid":...}"; POST "40" -> "ok"; GET -> the
+ *   packets ("40{...}", often "42[...]" with it, joined by 0x1E); a ping
+ *   "2" in a GET's answer is answered by a POST "3" before the next GET.
+ *   -u  "upgrade from polling", socket.io-client's default: once "40{...}"
+ *       is in, the polling connection closes and a WebSocket opens with
+ *       "&transport=websocket&sid=<sid>": "2probe" -> "3probe", then "5"
+ *       (no GET is pending, so no noop is waited for).  The welcome is the
+ *       first "42[...]" (by either transport) once "5" is sent; in connect
+ *       and rate modes the WebSocket then closes as without -u, in hold
+ *       mode it is held (pings answered, emits counted).
+ *   -l  polling only (transports: ["polling"]): the welcome is the first
+ *       "42[...]"; connect and rate modes then POST "1" (close) and close
+ *       the connection; hold mode keeps one GET pending per client, counts
+ *       "42" packets for emits and answers pings by POST "3".
+ *   A 401/403 to the handshake GET, or "44{...}" in a GET's answer, is a
+ *   rejection.  An HTTP 400 whose body says "Session ID unknown" (to a
+ *   polling request or to the upgrade) is counted as err_unknown_sid.  The
+ *   done line adds "poll", "polls" (GETs answered), "pongs" (POST "3"s) and,
+ *   per kind, what ended held clients (drop_<kind>).
+ *
  * Failures (refused, reset, EOF, timeouts, protocol errors, unexpected HTTP
  * status) are counted per kind; no connection waits past -T ms, and the
  * whole run has a hard deadline, so it never hangs.  The final report is one
  * JSON line on stdout; CPU time is the process's own (getrusage).
  *
- * usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s]
+ * usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s] [-u | -l]
  *        [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]
  *        [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]
  *        [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]
@@ -115,9 +141,22 @@ enum state {
 
 enum sio_state { SIO_OPEN, SIO_ACK, SIO_EVENT };
 
-enum err_kind { E_REFUSED, E_RESET, E_TIMEOUT, E_EOF, E_PROTO, E_HTTP, E_CONNECT, E_NKINDS };
+/* -u / -l: the polling request in flight on a client's HTTP connection. */
+enum poll_step {
+    P_OPEN,         /* the handshake GET */
+    P_CONNECT,      /* POST "40" */
+    P_GET,          /* a GET for packets */
+    P_PONG,         /* POST "3" */
+    P_CLOSE         /* POST "1" (-l, connect and rate modes) */
+};
+
+/* Engine.IO long-polling: none, -u (then the upgrade), -l (polling only). */
+enum poll_mode { POLL_NONE, POLL_UPGRADE, POLL_ONLY };
+
+/* E_SID (an HTTP 400 "Session ID unknown") is reported with -u / -l only. */
+enum err_kind { E_REFUSED, E_RESET, E_TIMEOUT, E_EOF, E_PROTO, E_HTTP, E_CONNECT, E_SID, E_NKINDS };
 static const char *const err_names[E_NKINDS] = {
-    "refused", "reset", "timeout", "eof", "protocol", "http_status", "connect"
+    "refused", "reset", "timeout", "eof", "protocol", "http_status", "connect", "unknown_sid"
 };
 
 struct conn {
@@ -134,6 +173,17 @@ struct conn {
     uint64_t skip;              /* payload bytes still to discard */
     int skip_counts;            /* the skipped frame is a data message */
     size_t line;                /* script mode: the line it runs */
+    const char *cookie;         /* its Cookie value (-u / -l: every request's) */
+    long src;                   /* -b: its source address index */
+    /* -u / -l */
+    enum poll_step step;
+    unsigned poll : 1;          /* fd is the polling HTTP connection */
+    unsigned connecting : 1;    /* a new fd's connect() is in progress */
+    unsigned upg : 1;           /* fd is the WebSocket upgrading the session */
+    unsigned upgraded : 1;      /* "5" sent */
+    unsigned got_event : 1;     /* the first "42" is in */
+    unsigned pong_due : 1;      /* a ping came by polling: POST "3" first */
+    char sid[64];
     char rbuf[RBUF];
 };
 
@@ -152,6 +202,7 @@ static const char *path = NULL;
 static const char *origin = NULL;
 static const char *emit_path = NULL;
 static int sio;
+static enum poll_mode poll_mode = POLL_NONE;
 static int concurrency = 50;
 static int conc_given;
 static double rate;             /* rate mode: handshakes started per second */
@@ -178,6 +229,8 @@ static size_t script_next;
 /* stats */
 static long started, ok, rejected, rej_http, rej_sio, rej_close, errors, dropped, held;
 static long errs[E_NKINDS];
+static long drops[E_NKINDS];    /* -u / -l: what ended held clients */
+static long polls, pongs;       /* -u / -l: GETs answered, POST "3"s */
 static uint32_t *lat_us, *rej_us, *svc_us;
 static size_t nlat, caplat, nrej, caprej, nsvc, capsvc;
 /* rate mode: starts more than LATE_S behind their schedule */
@@ -392,7 +445,8 @@ static void destroy(struct conn *c)
         struct linger l = { 1, 0 };
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
     }
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     free(c->wbuf);
     free(c);
     live--;
@@ -416,6 +470,9 @@ static void fail(struct conn *c, enum err_kind k)
     } else if (c->state == S_HELD) {
         held--;
         dropped++;
+        drops[k]++;
+        if (verbose)
+            fprintf(stderr, "loadgen: held connection lost: %s\n", err_names[k]);
     }
     destroy(c);
 }
@@ -479,12 +536,14 @@ static void wstr(struct conn *c, const char *s)
 
 /* The upgrade request: the next cookie of the file on -P's path, or in
  * script mode the path and cookie of line c->line. */
+static void poll_query(char *out, size_t size, const struct conn *c, const char *transport);
+
 static void write_request(struct conn *c)
 {
     const char *p = path ? path : (sio ? "/socket.io/?EIO=4&transport=websocket" : "/ws");
     const char *cookie;
     size_t plen = strlen(p);
-    char hosthdr[64];
+    char hosthdr[64], upath[512];
 
     if (mode == M_SCRIPT) {
         const char *tab = strchr(cookies[c->line], '\t');
@@ -492,7 +551,15 @@ static void write_request(struct conn *c)
         plen = tab ? (size_t)(tab - p) : strlen(p);
         cookie = tab ? tab + 1 : "";
     } else {
-        cookie = cookies[next_cookie++ % ncookies];
+        if (!c->cookie)
+            c->cookie = cookies[next_cookie++ % ncookies];
+        cookie = c->cookie;
+    }
+    if (c->upg) {
+        /* -u: the session's WebSocket */
+        poll_query(upath, sizeof upath, c, "websocket");
+        p = upath;
+        plen = strlen(p);
     }
     snprintf(hosthdr, sizeof hosthdr, "%s:%d", host, port);
     wstr(c, "GET ");

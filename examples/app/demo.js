@@ -217,14 +217,15 @@ async function terminate() {
 // ---- socketio mode: the gateway speaks socket.io itself ---------------------
 
 // One connection, as a browser tab has: the namespaces it joins share it.
-// WebSocket only (the gateway has no long-polling yet).  Reconnection stays
-// on, as in a browser, to show that a logout's disconnect is final.
+// The client's default transports (long-polling, then the WebSocket).
+// Reconnection stays on, as in a browser, to show that a logout's
+// disconnect is final.
 function sioManager(cookie, origin) {
   const extraHeaders = {};
   if (cookie) extraHeaders.cookie = cookie;
   if (origin) extraHeaders.origin = origin;
   const manager = new Manager(base, {
-    transports: ['websocket'], extraHeaders, timeout: TIMEOUT,
+    extraHeaders, timeout: TIMEOUT,
     reconnectionDelay: 200, reconnectionDelayMax: 400,
   });
   manager.attempts = 0;
@@ -258,9 +259,12 @@ async function socketio() {
   const rooms = Array.isArray(hello.rooms) ? hello.rooms : [];
   const me = hello.user || {};
   const shown = rooms.filter((r) => r !== hello.id).map((r) => (r.startsWith('session:') ? `${r.slice(0, 16)}…` : r));
-  report(me.name === USER.name && rooms.includes(`user:${me.id}`) && rooms.includes(`session:${sidOf(cookie)}`),
+  const transport = a.socket ? await transportOf(a.socket) : null;
+  report(me.name === USER.name && rooms.includes(`user:${me.id}`) && rooms.includes(`session:${sidOf(cookie)}`)
+    && transport === 'websocket',
     'accepted as the user',
-    a.socket ? `socket.io (${alice.engine.transport.name}) held by nginx; it says: "${hello.text}"` : sioVerdict(a),
+    a.socket ? `socket.io (polling, upgraded to ${transport}) held by nginx; it says: "${hello.text}"`
+      : sioVerdict(a),
     a.socket ? [`socket ${hello.id}; rooms: ${shown.join(', ')} (and its own id)`] : []);
 
   // A refused handshake: socket.io-client's connect_error, with the message

@@ -1,9 +1,10 @@
 // The socket.io page (socketio.html): the real socket.io-client, connected to
-// nginx's own socket.io server (examples/socketio/nginx.conf).  The gateway
-// speaks only the WebSocket transport for now, hence transports: ['websocket'].
+// nginx's own socket.io server (examples/socketio/nginx.conf), with the
+// client's default transports: HTTP long-polling, then the upgrade to a
+// WebSocket.
 'use strict';
 /* global io, $, log, setState, whoami */
-const OPTIONS = { transports: ['websocket'], reconnectionAttempts: 3 };
+const OPTIONS = { reconnectionAttempts: 3 };
 let main = null;
 let admin = null;
 
@@ -18,9 +19,13 @@ function setAdmin(text, cls) {
 function connect() {
   setState('connecting…');
   setAdmin('connecting…');
-  log('socket.io: connecting to / and /admin through the gateway (one WebSocket)');
+  log('socket.io: connecting to / and /admin through the gateway (one connection)');
   main = io('/', OPTIONS);
-  main.on('connect', () => log(`socket.io: connected to / (${main.io.engine.transport.name}, id ${main.id})`, 'ok'));
+  main.on('connect', () => {
+    const engine = main.io.engine;
+    log(`socket.io: connected to / (${engine.transport.name}, id ${main.id})`, 'ok');
+    engine.once('upgrade', (t) => log(`socket.io: upgraded to ${t.name}`, 'ok'));
+  });
   main.io.on('reconnect_attempt', (n) => log(`socket.io: reconnecting (attempt ${n})`));
   main.on('hello', (m) => {
     setState('accepted by the gateway', 'ok');

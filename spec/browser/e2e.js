@@ -57,6 +57,10 @@ async function socketio(browser, out) {
   out.greeting = await text(alice, '#greeting');
   out.rooms = await text(alice, '#rooms');
   out.admin_state = await text(alice, '#admin-state');
+  // the client's default options: connected over long-polling, then upgraded
+  await alice.locator('#log li', { hasText: 'upgraded to websocket' }).first().waitFor();
+  out.connected_over = await alice.locator('#log li', { hasText: 'connected to /' }).first().innerText();
+  out.upgraded = await notices(alice, 'upgraded to websocket');
 
   // bob (user), in another browser context: greeted, refused on /admin.
   const bob = await open('bob');

@@ -104,6 +104,9 @@ describe("the example page in headless Chromium", function()
         assert.matches("^Hello alice %(admin%): nginx speaks socket%.io", r.greeting)
         assert.matches("user:1, session:", r.rooms, 1, true)
         assert.equal("joined: the admin policy let you in", r.admin_state, all)
+        -- the client's default options: long-polling first, then the upgrade
+        assert.matches("connected to / (polling,", r.connected_over, 1, true)
+        assert.equal(1, r.upgraded, all)
         -- bob (user): greeted, refused on /admin by the admin policy
         assert.equal("accepted by the gateway", r.bob_after, all)
         assert.matches("^Hello bob %(user%)", r.bob_greeting)

@@ -13,6 +13,10 @@
 //     transports: ["websocket"] (default; ["polling", "websocket"] is the
 //       client's own default: polling, then the upgrade),
 //     timeout: 3000 (the Manager's connect timeout), deadline: 20000 (whole run),
+//     upgrade_delay: ms (optional: the engine probes its upgrade that much later
+//       than the client would, so that steps run over polling first),
+//     repeat: n (optional: run the scenario n times, one after another, each
+//       with a new connection; the outcome is then { name, runs: [outcome, ...] }),
 //     steps: [ ... ] }
 // Steps (s names a namespace socket of this connection, default "main"):
 //   { op: "open", s, nsp: "/", auth: {...}, wait: true, expect, timeout }   connect it;
@@ -27,6 +31,8 @@
 //   { op: "wait", s, event, count: 1, timeout: 3000 }   until event has arrived count
 //        times in total; event "disconnect" waits for the disconnect, "close" for the
 //        engine's close; the result says { ok: true|false }
+//   { op: "wait_upgrade", count: 1, timeout: 3000 }   until the engine has upgraded
+//        count times; the result says { ok: true|false }
 //   { op: "sleep", ms }
 //   { op: "stop_pong" }   the engine stops answering the server's pings (its
 //        _sendPacket("pong") is dropped; everything else still goes out)
@@ -35,6 +41,7 @@
 //   { op: "mark", file }   writes file (Date.now()): tells the spec a point is reached
 //   { op: "gate", file, timeout: 10000 }   waits until the spec creates file
 //   { op: "http", url }   GET; the result is { status, body }
+// Any step with via: true also records { via: the engine's transport when it ran }.
 // Args and replies may hold { "$bin": base64 } for a Buffer; received binary
 // (Buffer / ArrayBuffer) is written the same way.
 //
@@ -45,7 +52,8 @@
 //                       events: [ { event, args, ack: bool, at, t } ],
 //                       disconnect: { reason, description?, at, t } | null } },
 //     engine: { opened, closes: [ { reason, at, t } ], reconnect_attempts, pongs_dropped,
-//               pings, transport: the one in use at the end, upgrades } }
+//               pings, transport: the one in use at the end, upgrades,
+//               upgrade_errors: [message, ...] (only when a probe failed) } }
 // at: ms since the scenario started; t: Date.now().
 'use strict';
 const fs = require('fs');
@@ -142,6 +150,15 @@ async function run(sc, out) {
     engine.on('ping', () => { out.engine.pings += 1; });
     out.engine.transport = engine.transport && engine.transport.name;
     engine.on('upgrade', (t) => { out.engine.upgrades += 1; out.engine.transport = t.name; });
+    engine.on('upgradeError', (e) => {
+      (out.engine.upgrade_errors = out.engine.upgrade_errors || []).push(String(e && e.message));
+    });
+    if (sc.upgrade_delay) {
+      const probe = engine._probe;
+      engine._probe = function delayedProbe(...args) {
+        setTimeout(() => { if (this.readyState === 'open') probe.apply(this, args); }, sc.upgrade_delay);
+      };
+    }
     const orig = engine._sendPacket;
     engine._sendPacket = function sendPacket(type, ...rest) {
       if (type === 'pong' && dropPongs) {
@@ -168,6 +185,7 @@ async function run(sc, out) {
   for (let i = 0; i < steps.length; i++) {
     const st = steps[i];
     const rec = { op: st.op, at: at() };
+    if (st.via) rec.via = (manager.engine && manager.engine.transport && manager.engine.transport.name) || null;
     out.steps.push(rec);
     const name = st.s || 'main';
     switch (st.op) {
@@ -253,6 +271,10 @@ async function run(sc, out) {
         rec.done_at = at();
         break;
       }
+      case 'wait_upgrade':
+        rec.ok = await until(() => out.engine.upgrades >= (st.count || 1), st.timeout || 3000);
+        rec.done_at = at();
+        break;
       case 'sleep':
         await sleep(st.ms || 0);
         break;
@@ -298,11 +320,18 @@ function runGuarded(sc) {
   ]).finally(() => clearTimeout(timer));
 }
 
+async function runScenario(sc) {
+  if (!sc.repeat) return runGuarded(sc);
+  const runs = [];
+  for (let i = 0; i < sc.repeat; i++) runs.push(await runGuarded({ ...sc, repeat: undefined }));
+  return { name: sc.name, runs };
+}
+
 async function main() {
   const text = process.argv[2] !== undefined ? process.argv[2] : fs.readFileSync(0, 'utf8');
   const input = JSON.parse(text);
   const list = Array.isArray(input) ? input : [input];
-  const results = await Promise.all(list.map(runGuarded));
+  const results = await Promise.all(list.map(runScenario));
   process.stdout.write(`${JSON.stringify(Array.isArray(input) ? results : results[0])}\n`);
   process.exit(0);
 }

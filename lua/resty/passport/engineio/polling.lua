@@ -23,6 +23,7 @@ local concat = table.concat
 local lower = string.lower
 local pairs = pairs
 local pcall = pcall
+local rawget = rawget
 local setmetatable = setmetatable
 local sub = string.sub
 local tonumber = tonumber
@@ -297,6 +298,10 @@ function _M.open(server, data, sid, key)
         host.log("err", "passport: engine.io: cannot keep a session: " .. tostring(err))
         return respond(server, 500, "text/plain", "")
     end
+    -- the session's handlers run in a timer, where the request is gone:
+    -- what data reads from it lazily is read now
+    if rawget(data, "_get_headers") then local _ = data.headers end
+    if rawget(data, "_get_query") then local _ = data.query end
     local rkey, rsid = registry.index_of(data)
     local class = server.polling_class
     local s = setmetatable({
@@ -352,7 +357,7 @@ function _M.get(server, sid, home)
         if n > 0 or aborted then break end
         local left = deadline - now()
         if left <= 0 or exiting() then break end
-        sessions.wait(key, left < 1 and left or 1)
+        sessions.wait(key, left)
     end
     sessions.unwait(key)
     tbl:unlock("g", sid)

@@ -68,8 +68,13 @@ end
 ---------------------------------------------------------------------------
 -- The host: one timer per worker.
 
+-- The worker goes away: its sessions close, and every waiter wakes to see
+-- it (they wait long, with no timer of their own).
 local function close_homes()
     for _, s in pairs(homes) do s:close(1001) end
+    for _, sema in pairs(waiters) do
+        if sema:count() <= 0 then sema:post(1) end
+    end
 end
 
 local function pop_wakes(t, wid)

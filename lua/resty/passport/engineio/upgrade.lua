@@ -92,7 +92,8 @@ local function pump(r)
                 break
             end
         else
-            sessions.wait(key, 1)
+            -- woken by the home, or by run() once the WebSocket is done
+            sessions.wait(key, 60)
         end
     end
     sessions.unwait(key)

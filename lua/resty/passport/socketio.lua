@@ -41,6 +41,7 @@ local pairs = pairs
 local pcall = pcall
 local select = select
 local setmetatable = setmetatable
+local sort = table.sort
 local tostring = tostring
 local type = type
 local unpack = unpack
@@ -97,7 +98,10 @@ end
 
 local SLASH = 47
 
--- The client's sockets, as a list (safe to close them while walking it).
+local function by_order(a, b) return a._n < b._n end
+
+-- The client's sockets, as a list (safe to close them while walking it), in
+-- the order they connected: socket.io disconnects them in that order.
 local function sockets_of(client)
     local out, n = {}, 0
     for k, v in next, client do
@@ -106,6 +110,7 @@ local function sockets_of(client)
             out[n] = v
         end
     end
+    if n > 1 then sort(out, by_order) end
     return out
 end
 
@@ -458,8 +463,10 @@ local function connect(client, name, auth_payload)
         return connect_error(client, name, data.refused)
     end
     local key, sid = index_of(data)
+    local order = (client.n or 0) + 1
+    client.n = order
     local s = setmetatable({
-        id = random_id(20), client = client, data = data, _key = key, _sid = sid,
+        id = random_id(20), client = client, data = data, _key = key, _sid = sid, _n = order,
     }, nsp.class)
     if auth_payload and next(auth_payload) ~= nil then
         s.handshake = { auth = auth_payload }

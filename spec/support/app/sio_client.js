@@ -41,7 +41,8 @@
 //   { op: "mark", file }   writes file (Date.now()): tells the spec a point is reached
 //   { op: "gate", file, timeout: 10000 }   waits until the spec creates file
 //   { op: "http", url }   GET; the result is { status, body }
-// Any step with via: true also records { via: the engine's transport when it ran }.
+// Any step with via: true also records { via: the engine's transport when it ran,
+// pings: how many pings had come by then }.
 // Args and replies may hold { "$bin": base64 } for a Buffer; received binary
 // (Buffer / ArrayBuffer) is written the same way.
 //
@@ -185,7 +186,10 @@ async function run(sc, out) {
   for (let i = 0; i < steps.length; i++) {
     const st = steps[i];
     const rec = { op: st.op, at: at() };
-    if (st.via) rec.via = (manager.engine && manager.engine.transport && manager.engine.transport.name) || null;
+    if (st.via) {
+      rec.via = (manager.engine && manager.engine.transport && manager.engine.transport.name) || null;
+      rec.pings = out.engine.pings;
+    }
     out.steps.push(rec);
     const name = st.s || 'main';
     switch (st.op) {
@@ -332,8 +336,8 @@ async function main() {
   const input = JSON.parse(text);
   const list = Array.isArray(input) ? input : [input];
   const results = await Promise.all(list.map(runScenario));
-  process.stdout.write(`${JSON.stringify(Array.isArray(input) ? results : results[0])}\n`);
-  process.exit(0);
+  // exit once written: a large outcome into a pipe is not written at once
+  process.stdout.write(`${JSON.stringify(Array.isArray(input) ? results : results[0])}\n`, () => process.exit(0));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

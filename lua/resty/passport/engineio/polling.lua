@@ -36,6 +36,8 @@ local from_base64 = payload.from_base64
 local _M = { _VERSION = "0.1.0" }
 
 local B, ONE, TWO, THREE, FOUR = 98, 49, 50, 51, 52
+local BARRIER = sessions.BARRIER
+local get_waits
 local HUGE = 2 ^ 52
 
 ---------------------------------------------------------------------------
@@ -108,9 +110,11 @@ local function cors(server, header)
     local allowed = server.auth.origins
     if not allowed then return end
     header["Vary"] = "Origin"
+    -- npm cors sends the credentials header whatever the Origin; without
+    -- Allow-Origin it grants nothing
+    header["Access-Control-Allow-Credentials"] = "true"
     if origin and allowed[lower(origin)] then
         header["Access-Control-Allow-Origin"] = origin
-        header["Access-Control-Allow-Credentials"] = "true"
     end
 end
 _M.cors = cors
@@ -179,10 +183,31 @@ local function finish(s, last)
     sessions.wait_wake(key)
     sessions.unwait(key)
     -- the GET or the upgraded WebSocket that reads it removes the session
-    tbl:push("o", sid, { last }, 1, HUGE, HUGE, server.ttl)
+    local state = tbl:state(sid)
+    if last == "1" and state ~= "w" then
+        -- as engine.io: what is queued goes first, in a payload of its own
+        -- (a client reads its DISCONNECTs before the close); the close
+        -- packet then goes to a waiting GET alone, else to the next GET
+        -- after a noop
+        if tbl:llen("o", sid) > 0 then
+            tbl:push("o", sid, { BARRIER, "6", "1" }, 3, HUGE, HUGE, server.ttl)
+        elseif get_waits(tbl, sid) then
+            tbl:push("o", sid, { "1" }, 1, HUGE, HUGE, server.ttl)
+        else
+            tbl:push("o", sid, { "6", "1" }, 2, HUGE, HUGE, server.ttl)
+        end
+    else
+        tbl:push("o", sid, { last }, 1, HUGE, HUGE, server.ttl)
+    end
     tbl:set_state(sid, "c")
     tbl:touch(sid, server.close_ttl)
     tbl:wake_taker(sid)
+end
+
+-- Whether a GET waits for the outbox (not the upgraded WebSocket).
+function get_waits(tbl, sid)
+    local g = tbl:get("g", sid)
+    return g ~= nil and byte(g, -1) == 111 -- "o"
 end
 
 local function close_from_client(s, reason)
@@ -373,7 +398,9 @@ function _M.get(server, sid, home)
         end
         items[1], n = "6", 1
     end
-    local done = items[n] == "1" or tbl:state(sid) == "c"
+    -- the session's last payload: its close packet, or what was left when
+    -- the client closed it
+    local done = items[n] == "1" or (tbl:state(sid) == "c" and tbl:llen("o", sid) == 0)
     ngx.status = 200
     local header = ngx.header
     header["Cache-Control"] = "no-store"

@@ -37,6 +37,7 @@ local spawn = ngx.thread.spawn
 local timer_at = ngx.timer.at
 local now = ngx.now
 local find = string.find
+local next = next
 local pairs = pairs
 local sub = string.sub
 local setmetatable = setmetatable
@@ -83,7 +84,7 @@ local function pop_wakes(t, wid)
         local key = dict:lpop(list)
         if not key then return end
         local sema = waiters[key]
-        if sema then sema:post(1) end
+        if sema and sema:count() <= 0 then sema:post(1) end
     end
 end
 
@@ -114,7 +115,9 @@ local function host_loop(premature)
             close_homes()
             stop_at = t_now + 1
         end
-        host_sema:wait(_M.TICK)
+        -- a wake list matters only to a worker with waiters: without any,
+        -- the host rests (a new waiter wakes it) but for the liveness key
+        host_sema:wait(next(waiters) ~= nil and _M.TICK or 0.5)
     end
     host_on = false
 end
@@ -155,13 +158,19 @@ end
 
 -- sessions.wait(key, timeout): waits until key is woken or timeout (s)
 -- passes; true when woken.
-function _M.wait(key, timeout)
+local function waiter(key)
     local sema = waiters[key]
     if not sema then
         sema = semaphore.new(0)
         waiters[key] = sema
+        -- the host may rest: from now on it must read the wake list
+        if host_sema and host_sema:count() < 0 then host_sema:post(1) end
     end
-    local ok = sema:wait(timeout)
+    return sema
+end
+
+function _M.wait(key, timeout)
+    local ok = waiter(key):wait(timeout)
     return ok
 end
 
@@ -177,10 +186,7 @@ function _M.unwait(key) waiters[key] = nil end
 -- Registers key's waiter before its condition is checked, so that a wake
 -- that comes in between is kept (the semaphore's count).
 function _M.watch(key)
-    local sema = waiters[key]
-    if not sema then
-        waiters[key] = semaphore.new(0)
-    end
+    waiter(key)
 end
 
 -- t:wake(wid, key): the waiter of key on worker wid.
@@ -290,8 +296,11 @@ function Table:pop(box, sid)
     return item
 end
 
+-- An item that ends a GET's payload: what follows goes in the next one.
+_M.BARRIER = "-"
+
 -- t:pop_all(box, sid, max_bytes) --> the items (at least one when any
--- waits, then up to max_bytes), their count.
+-- waits, then up to max_bytes or a barrier), their count.
 function Table:pop_all(box, sid, max_bytes)
     local dict = self.dict
     local list = box .. sid
@@ -299,10 +308,14 @@ function Table:pop_all(box, sid, max_bytes)
     while true do
         local item = dict:lpop(list)
         if not item then break end
-        n = n + 1
-        out[n] = item
         bytes = bytes + #item
-        if bytes >= max_bytes then break end
+        if item == "-" then
+            if n > 0 then break end
+        else
+            n = n + 1
+            out[n] = item
+            if bytes >= max_bytes then break end
+        end
     end
     if bytes > 0 then dict:incr((box == "i" and "I" or "O") .. sid, -bytes) end
     return out, n

@@ -44,7 +44,7 @@ local function frames_of(items, n)
         if t == 98 then
             k = k + 1
             out[k] = encode(BINARY, sub(item, 2))
-        elseif t ~= 54 and t ~= 49 then -- a noop is for polling; "1" closes
+        elseif t ~= 54 and t ~= 49 and t ~= 45 then -- noop, barrier: for polling; "1" closes
             k = k + 1
             out[k] = encode(TEXT, item)
         end

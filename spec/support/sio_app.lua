@@ -6,7 +6,8 @@
 --   init_by_lua:        require("support.sio_app").configure { redis_port = ..., secret = ...,
 --                           ping_interval = ..., ping_timeout = ..., connect_timeout = ...,
 --                           ack_timeout = ..., origins = { ... } | nil, filters = true,
---                           transports = nil | { ... }, node = nil | "a", max_payload = 1e6 }
+--                           transports = nil | { ... }, node = nil | "a", max_payload = 1e6,
+--                           send_timeout = nil | s }
 --   http:               lua_shared_dict passport_eio 10m;   -- polling (the client's default)
 --   init_worker_by_lua: require("support.sio_app").init_worker()   -- emit/logout subscriber
 --   location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
@@ -195,6 +196,7 @@ local function build()
         max_payload = conf.max_payload or 1e6,
         transports = conf.transports,
         node = conf.node,
+        send_timeout = conf.send_timeout,
     }
     io:of("/"):on("connection", app)
     local admin = io:of("/admin")

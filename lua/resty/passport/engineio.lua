@@ -419,30 +419,45 @@ local function call(what, fn, ...)
     end
 end
 
--- eio:run(socket, fn, arg): fn(arg) is the loop that reads the socket:
--- run in this request for a WebSocket, in a light thread of the worker's
--- host timer for a polling session (whose requests come and go).
-function Server.run(_, s, fn, arg)
-    if not s.detached then return fn(arg) end
-    local ok, err = sessions.run(fn, arg)
-    if not ok then
-        host.log("err", "passport: engine.io: cannot run a polling session: " .. err)
-        s:close()
+-- eio:run(socket, handler, arg): the socket's messages to
+-- handler.message(arg, msg, typ), then handler.close(arg) once it is over
+-- (and handler.open(arg) first, when there is one).  For a WebSocket, the
+-- loop runs in this request; a polling session outlives its requests, and
+-- its home worker's runners call the handler.
+function Server.run(_, s, handler, arg)
+    if s.detached then
+        local ok, err = polling.attach(s, handler, arg)
+        if not ok then
+            host.log("err", "passport: engine.io: cannot run a polling session: " .. err)
+            s:close()
+        end
+        return
     end
-end
-
-local function loop(s)
-    local on_connection = s.server_handlers.connection
-    if on_connection then call("connection", on_connection, s) end
+    local on_open, message = handler.open, handler.message
+    if on_open then on_open(arg) end
     while true do
         local msg, typ = s:recv()
         if not msg then break end
+        message(arg, msg, typ)
+    end
+    handler.close(arg)
+end
+
+-- serve()'s handler: npm engine.io's events.
+local EVENTS = {
+    open = function(s)
+        local fn = s.server_handlers.connection
+        if fn then call("connection", fn, s) end
+    end,
+    message = function(s, msg, typ)
         local fn = s._on_message
         if fn then call("message", fn, msg, typ == "binary") end
-    end
-    local fn = s._on_close
-    if fn then call("close", fn, reason_of(s)) end
-end
+    end,
+    close = function(s)
+        local fn = s._on_close
+        if fn then call("close", fn, reason_of(s)) end
+    end,
+}
 
 -- eio:serve() in content_by_lua: accepts, then runs the socket's handlers
 -- until it closes (npm engine.io's event style; accept() and recv() are
@@ -451,7 +466,7 @@ function Server:serve()
     local s = self:accept()
     if not s then return end
     s.server_handlers = self.handlers
-    return self:run(s, loop, s)
+    return self:run(s, EVENTS, s)
 end
 
 -- The socket's own methods: on("message" | "close", fn).

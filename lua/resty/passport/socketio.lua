@@ -624,29 +624,26 @@ function IO:of(name)
     return nsp
 end
 
--- The connection's loop: its packets, until it closes.
-local function run(client)
-    local conn = client.conn
-    while true do
-        local msg, typ = conn:recv()
-        if not msg then break end
-        on_data(client, msg, typ)
-    end
-    if client.timer then cancel_deadline(client.timer) end
-    local reason = reason_of(conn)
-    local all = sockets_of(client)
-    for i = 1, #all do on_close(all[i], reason) end
-end
+-- The connection's packets, for engine:run(), until it closes.
+local CONNECTION = {
+    message = on_data,
+    close = function(client)
+        if client.timer then cancel_deadline(client.timer) end
+        local reason = reason_of(client.conn)
+        local all = sockets_of(client)
+        for i = 1, #all do on_close(all[i], reason) end
+    end,
+}
 
 -- io:serve() in content_by_lua: the connection, until it closes (a polling
--- one in the worker's host timer: its requests come and go).
+-- one by its home worker's runners: its requests come and go).
 function IO:serve()
     local engine = self.engine
     local conn = engine:accept()
     if not conn then return end
     local client = { io = self, conn = conn }
     client.timer = add_deadline(self.connect_timeout / 1000, connect_expired, client)
-    return engine:run(conn, run, client)
+    return engine:run(conn, CONNECTION, client)
 end
 
 _M.binary = parser.binary

@@ -1,15 +1,17 @@
 -- Engine.IO's HTTP long-polling transport, for sessions whose requests
 -- land on any worker (engineio/sessions.lua holds what they share).
 --
--- The session itself (the object the layer above reads and writes, with
--- recv, send_frame, close) lives in its home worker, in a light thread of
--- the host timer; a GET takes its outbox, a POST fills its inbox, from
--- whatever worker.  Its methods take and give what the WebSocket core's do
--- (WebSocket frames out, messages in), so Socket.IO cannot tell them apart.
+-- The session itself (the object the layer above writes to with
+-- send_frame and close, and hears from through a handler) lives in its
+-- home worker; a GET takes its outbox, a POST fills its inbox, from
+-- whatever worker, and the home's runners (sessions.schedule) hand its
+-- messages to the handler.  It takes what the WebSocket core's sockets
+-- take (WebSocket frames), so Socket.IO cannot tell them apart.
 local bit = require "bit"
 local frame = require "resty.passport.ws.frame"
 local payload = require "resty.passport.engineio.payload"
 local sessions = require "resty.passport.engineio.sessions"
+local deadlines = require "resty.passport.deadlines"
 local registry = require "resty.passport.registry"
 local host = require "resty.passport.host"
 
@@ -37,7 +39,10 @@ local _M = { _VERSION = "0.1.0" }
 
 local B, ONE, TWO, THREE, FOUR = 98, 49, 50, 51, 52
 local BARRIER = sessions.BARRIER
-local get_waits
+local schedule = sessions.schedule
+local add_deadline = deadlines.add
+local cancel_deadline = deadlines.cancel
+local get_waits, beat_due, read_exactly, post_lost
 local HUGE = 2 ^ 52
 
 ---------------------------------------------------------------------------
@@ -126,7 +131,12 @@ local function respond(server, status, ctype, body)
     cors(server, header)
     if ctype then header["Content-Type"] = ctype end
     header["Content-Length"] = #body
-    if body ~= "" then ngx.print(body) end
+    if body ~= "" then
+        ngx.print(body)
+    else
+        -- engine.io's bare refusals have no body: not nginx's error page
+        ngx.send_headers()
+    end
     return ngx.exit(status)
 end
 _M.respond = respond
@@ -170,38 +180,55 @@ local function push_out(s, items, n)
     return ok, err
 end
 
--- The session ends: what the client must still read (the close packet,
--- or a noop for a pending GET when the client closed) waits in the outbox
--- for the next GET, a little while.
-local function finish(s, last)
+local function start_ping(s, delay)
+    s.timer = add_deadline(delay, beat_due, s)
+end
+
+-- The session ends.  Closed by the server (close()): what is queued is
+-- delivered, then the close packet (as engine.io: a payload of its own
+-- after queued packets, so that a client reads its DISCONNECTs first; to a
+-- waiting GET alone; else to the next GET after a noop).  Ended otherwise
+-- (the client, its transport, the ping timeout: engine.io's onClose), what
+-- is queued is dropped, a waiting GET gets last ("1"; a noop "6" when the
+-- client itself closed) and else the session is gone at once (400 Session
+-- ID unknown).  Either way the handler hears of it.
+local function finish(s, last, dropped)
     s.state = "closed"
+    if s.timer then
+        cancel_deadline(s.timer)
+        s.timer = nil
+    end
     registry.remove(s)
     sessions.remove_home(s)
     local server, sid = s.server, s.id
     local tbl = server.sessions
-    local key = "i" .. sid
-    sessions.wait_wake(key)
-    sessions.unwait(key)
-    -- the GET or the upgraded WebSocket that reads it removes the session
     local state = tbl:state(sid)
-    if last == "1" and state ~= "w" then
-        -- as engine.io: what is queued goes first, in a payload of its own
-        -- (a client reads its DISCONNECTs before the close); the close
-        -- packet then goes to a waiting GET alone, else to the next GET
-        -- after a noop
-        if tbl:llen("o", sid) > 0 then
+    if dropped then
+        tbl:clear("o", sid)
+        if state ~= "w" and get_waits(tbl, sid) then
+            tbl:push("o", sid, { last }, 1, HUGE, HUGE, server.ttl)
+            tbl:set_state(sid, "c")
+            tbl:touch(sid, server.close_ttl)
+            tbl:wake_taker(sid)
+        else
+            tbl:remove(sid)
+        end
+    else
+        -- the GET or the upgraded WebSocket that reads it removes the session
+        if state == "w" then
+            tbl:push("o", sid, { "1" }, 1, HUGE, HUGE, server.ttl)
+        elseif tbl:llen("o", sid) > 0 then
             tbl:push("o", sid, { BARRIER, "6", "1" }, 3, HUGE, HUGE, server.ttl)
         elseif get_waits(tbl, sid) then
             tbl:push("o", sid, { "1" }, 1, HUGE, HUGE, server.ttl)
         else
             tbl:push("o", sid, { "6", "1" }, 2, HUGE, HUGE, server.ttl)
         end
-    else
-        tbl:push("o", sid, { last }, 1, HUGE, HUGE, server.ttl)
+        tbl:set_state(sid, "c")
+        tbl:touch(sid, server.close_ttl)
+        tbl:wake_taker(sid)
     end
-    tbl:set_state(sid, "c")
-    tbl:touch(sid, server.close_ttl)
-    tbl:wake_taker(sid)
+    schedule(s)
 end
 
 -- Whether a GET waits for the outbox (not the upgraded WebSocket).
@@ -212,33 +239,44 @@ end
 
 local function close_from_client(s, reason)
     s.reason = reason
-    return finish(s, "6")
+    return finish(s, reason == "transport close" and "6" or "1", true)
 end
 
--- A ping, or the pong's deadline passed: the heartbeat's step.
+-- The heartbeat's deadline: ping_interval after the last pong a ping is
+-- due; ping_timeout after a ping without its pong the session closes.
+function beat_due(s)
+    s.timer = nil
+    if s.state ~= "open" then return end
+    s.due = true
+    schedule(s)
+end
+
 local function heartbeat(s)
-    local beat, t = s.beat, now() + 0.001
-    if beat < 0 then
-        if t >= -beat then
-            s.recv_err = "ping timeout"
-            s.reason = "ping timeout"
-            finish(s, "1")
-        end
-    elseif t >= beat then
-        push_out(s, { "2" }, 1)
-        s.beat = -(t + s.opts.ping_timeout)
-        s.server.sessions:touch(s.id, s.server.ttl)
+    if s.awaiting then
+        s.recv_err = "ping timeout"
+        s.reason = "ping timeout"
+        return finish(s, "1", true)
     end
+    s.awaiting = true
+    push_out(s, { "2" }, 1)
+    s.server.sessions:touch(s.id, s.server.ttl)
+    start_ping(s, s.opts.ping_timeout)
 end
 
--- One inbox item: a message for recv(), or nil.
+local function pong(s)
+    if not s.awaiting then return end
+    s.awaiting = nil
+    if s.timer then cancel_deadline(s.timer) end
+    start_ping(s, s.opts.ping_interval)
+end
+
+-- One inbox item: a message for the handler, or nil.
 local function on_item(s, item)
     local t = byte(item, 1)
     if t == FOUR then return sub(item, 2), "text" end
     if t == B then return sub(item, 2), "binary" end
     if t == THREE then
-        local beat = s.beat
-        if beat < 0 then s.beat = now() + s.opts.ping_interval end
+        pong(s)
     elseif t == ONE then
         close_from_client(s, "transport close")
     elseif t == 120 then -- "x": the transport's request ended it
@@ -251,26 +289,49 @@ local function on_item(s, item)
     return nil
 end
 
--- session:recv() --> message, "text" | "binary", or nil once closed.
-function Home.recv(s)
+-- session:process(), by one of the worker's runners (sessions.schedule):
+-- the handler's open, then each message in order, the heartbeat's step
+-- when due, and its close once the session is over.  A handler that waits
+-- (a cosocket) holds its runner and its own session only.
+function Home.process(s)
+    local handler, arg = s.handler, s.arg
+    if not handler then return end
+    if s.start then
+        s.start = nil
+        local open = handler.open
+        if open then open(arg) end
+    end
     local tbl, sid = s.server.sessions, s.id
-    local key = "i" .. sid
     while s.state == "open" do
-        local item = tbl:pop("i", sid)
-        if item then
-            local msg, typ = on_item(s, item)
-            if msg then return msg, typ end
+        if s.due then
+            s.due = nil
+            heartbeat(s)
         else
-            local beat = s.beat
-            local wait = (beat < 0 and -beat or beat) - now()
-            if wait <= 0.001 then
-                heartbeat(s)
-            else
-                sessions.wait(key, wait)
-            end
+            local item = tbl:pop("i", sid)
+            if not item then break end
+            local msg, typ = on_item(s, item)
+            if msg then handler.message(arg, msg, typ) end
         end
     end
-    return nil, s.recv_err or "closed"
+    if s.state ~= "open" and not s.ended then
+        s.ended = true
+        handler.close(arg)
+    end
+end
+
+-- polling.attach(session, handler, arg): from now on its runners call
+-- handler.open(arg), handler.message(arg, msg, typ) and handler.close(arg).
+function _M.attach(s, handler, arg)
+    local ok, err = sessions.ensure_host()
+    if not ok then return nil, err end
+    s.handler, s.arg, s.start = handler, arg, true
+    schedule(s)
+    return true
+end
+
+function Home.recv()
+    error("recv() is for WebSocket sessions: a polling session is driven by eio:run() "
+          .. "(serve() does it)", 2)
 end
 
 -- session:send_frame(bytes): bytes as the WebSocket core's wire encodes
@@ -284,7 +345,7 @@ function Home.send_frame(s, bytes)
         host.log("err", "passport: engine.io: session " .. s.id .. ": " .. err)
     end
     s.reason = s.reason or "forced close"
-    finish(s, "1")
+    finish(s)
     return nil, "send queue overflow"
 end
 
@@ -296,14 +357,11 @@ end
 function Home.close(s)
     if s.state ~= "open" then return false end
     if not s.reason then s.reason = "forced close" end
-    finish(s, "1")
+    finish(s)
     return true
 end
 
-function Home.pong(s)
-    local beat = s.beat
-    if beat and beat < 0 then s.beat = now() + s.opts.ping_interval end
-end
+Home.pong = pong
 
 -- polling.class(wire, methods, register) --> the metatable of sessions.
 function _M.class(wire, methods, register)
@@ -320,8 +378,9 @@ function _M.open(server, data, sid, key)
     local tbl = server.sessions
     local ok, err = tbl:create(sid, key ~= "" and md5(key) or "", server.ttl)
     if not ok then
+        -- a full dict: too many sessions for its size (lua_shared_dict)
         host.log("err", "passport: engine.io: cannot keep a session: " .. tostring(err))
-        return respond(server, 500, "text/plain", "")
+        return respond(server, 503, nil, "")
     end
     -- the session's handlers run in a timer, where the request is gone:
     -- what data reads from it lazily is read now
@@ -337,11 +396,10 @@ function _M.open(server, data, sid, key)
         server = server,
         state = "open",
         detached = true,
-        beat = now() + server.core.ping_interval,
         _key = rkey,
         _sid = rsid,
     }, class)
-    sessions.watch("i" .. sid)
+    start_ping(s, server.core.ping_interval)
     sessions.add_home(s)
     if class.register then registry.add(s) end
     local body = '0{"sid":"' .. sid .. server.polling_suffix
@@ -413,6 +471,23 @@ function _M.get(server, sid, home)
     return ngx.exit(200)
 end
 
+-- A chunked POST that did not come back from nginx's body reading.
+function post_lost(w)
+    w.server.sessions:unlock("P", w.sid)
+    tell(w.server, w.sid, w.home, "xtransport error")
+end
+
+-- A body of len bytes, read here (not by ngx.req.read_body, which ends the
+-- request on a client that goes away, before the session could hear it).
+function read_exactly(len, server)
+    if len == 0 then return "" end
+    local sock, err = ngx.req.socket()
+    if not sock then return nil, err end
+    local t = server.core.send_timeout * 1000
+    sock:settimeouts(t, t, t)
+    return sock:receive(len)
+end
+
 -- POST: the body's packets go to the inbox; "ok".
 function _M.post(server, sid, home)
     local tbl = server.sessions
@@ -426,9 +501,25 @@ function _M.post(server, sid, home)
     end
     local max = server.max_payload
     local len = tonumber(ngx.var.content_length)
-    local body
-    if not len or len <= max then
+    local body, err
+    if len and len <= max then
+        body, err = read_exactly(len, server)
+        if not body then
+            -- engine.io: "data request connection closed prematurely"
+            tbl:unlock("P", sid)
+            tell(server, sid, home, "xtransport error")
+            host.log("info", "passport: engine.io: POST body not read: " .. tostring(err))
+            return ngx.exit(400)
+        end
+    elseif not len then
+        -- chunked (engine.io-client never sends it): nginx reads it and may
+        -- end the request itself (over client_max_body_size, a client
+        -- gone), where this code never resumes; a watchdog then closes the
+        -- session after send_timeout
+        local watch = { server = server, sid = sid, home = home }
+        local dl = add_deadline(server.core.send_timeout, post_lost, watch)
         ngx.req.read_body()
+        cancel_deadline(dl)
         body = ngx.req.get_body_data()
         if not body and ngx.req.get_body_file() then
             host.log("err", "passport: engine.io: a POST body went to a file: "
@@ -443,7 +534,8 @@ function _M.post(server, sid, home)
         tell(server, sid, home, "xtransport error")
         return respond(server, 413, nil, "")
     end
-    local items, n, err = items_of_body(body)
+    local items, n
+    items, n, err = items_of_body(body)
     if err then
         n = n + 1
         items[n] = "e"

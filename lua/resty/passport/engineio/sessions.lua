@@ -5,8 +5,9 @@
 -- Why this shape: a session's Socket.IO state is Lua closures (handlers,
 -- ack callbacks, rooms), which cannot move between workers, and nginx
 -- cannot route a request by sid.  So a session lives in one worker, its
--- home (the worker that answered its handshake), and the requests that
--- land elsewhere meet it in the dict:
+-- home (the worker that answered its handshake), where the host timer's
+-- runners run its handlers, and the requests that land elsewhere meet it
+-- in the dict:
 --
 --   m<sid>  "<home worker id>:<home pid>:<hash of the browser session>"
 --   s<sid>  the transport's state: "p" polling, "u" upgrading, "w" upgraded
@@ -15,7 +16,8 @@
 --   o<sid>  the outbox, packets for the client, and O<sid> its bytes
 --   g<sid>  the request that takes the outbox (a pending GET, or the
 --           upgraded WebSocket); P<sid> a POST, r<sid> an upgrade
---   w<wid>  a worker's wake list: "i<sid>" / "o<sid>" for its waiters
+--   w<wid>  a worker's wake list: "i<sid>" for a home, "o<sid>" / "u<sid>"
+--           for a GET / an upgraded WebSocket
 --   h<wid>  the pid of the worker alive under that id
 --
 -- Packets are kept as Engine.IO text packets ("4hello", "2", "1"), a
@@ -36,21 +38,32 @@ local worker_pid = ngx.worker.pid
 local spawn = ngx.thread.spawn
 local timer_at = ngx.timer.at
 local now = ngx.now
+local byte = string.byte
 local find = string.find
 local next = next
 local pairs = pairs
 local sub = string.sub
 local setmetatable = setmetatable
 local tonumber = tonumber
+local tostring = tostring
 
 local _M = { _VERSION = "0.1.0", TICK = 0.005 }
 
 -- This worker's side.
-local waiters = {}  -- "i<sid>" / "o<sid>" -> the semaphore a thread waits on
+local waiters = {}  -- "o<sid>" / "u<sid>" -> the semaphore a request waits on
 local homes = {}    -- sid -> the session object this worker is home to
 local tables = {}   -- dict name -> Table, whose wake lists the host pops
-local starts, n_starts = {}, 0 -- { fn, arg } the host starts as threads
 local host_sema, host_on
+
+-- The runners: light threads of the host timer that run sessions' work
+-- (s:process()), a session at a time each.  A session has no thread of its
+-- own (the timer's request would keep every thread it ever spawned until
+-- it ends); runners are made as work waits and none is idle, up to
+-- MAX_RUNNERS, and kept.
+local ready, r_head, r_tail = {}, 1, 0
+local runners, idle, stopping = 0, 0, false
+local runner_sema = semaphore.new(0)
+_M.MAX_RUNNERS = 256
 
 local Table = {}
 Table.__index = Table
@@ -78,13 +91,70 @@ local function close_homes()
     end
 end
 
+-- sessions.schedule(s): s has work (messages, its heartbeat, its end); a
+-- runner calls s:process().  Any context of the worker may call it.
+local function schedule(s)
+    if s.queued then return end
+    s.queued = true
+    r_tail = r_tail + 1
+    ready[r_tail] = s
+    if idle > 0 then
+        if runner_sema:count() <= 0 then runner_sema:post(1) end
+    elseif host_sema and host_sema:count() < 0 then
+        host_sema:post(1) -- the host makes a runner
+    end
+end
+_M.schedule = schedule
+
+local function runner()
+    while true do
+        local s
+        if r_head <= r_tail then
+            s = ready[r_head]
+            ready[r_head] = nil
+            r_head = r_head + 1
+        end
+        if s then
+            s.queued = false
+            -- a session whose runner waits in a handler is that runner's:
+            -- it takes the new work before it lets go (no yield between
+            -- its last look and letting go)
+            if not s.running then
+                s.running = true
+                local ok, err = pcall(s.process, s)
+                s.running = false
+                if not ok then
+                    host.log("err", "passport: engine.io: session " .. tostring(s.id) .. ": " .. tostring(err))
+                end
+            end
+        elseif stopping then
+            return
+        else
+            idle = idle + 1
+            runner_sema:wait(60)
+            idle = idle - 1
+        end
+    end
+end
+
+-- A key woken: a home's inbox ("i<sid>") schedules the session, anything
+-- else posts the request that waits for it.
+local function deliver(key)
+    if byte(key, 1) == 105 then -- "i"
+        local s = homes[sub(key, 2)]
+        if s then schedule(s) end
+        return
+    end
+    local sema = waiters[key]
+    if sema and sema:count() <= 0 then sema:post(1) end
+end
+
 local function pop_wakes(t, wid)
     local dict, list = t.dict, "w" .. wid
     for _ = 1, 100000 do
         local key = dict:lpop(list)
         if not key then return end
-        local sema = waiters[key]
-        if sema and sema:count() <= 0 then sema:post(1) end
+        deliver(key)
     end
 end
 
@@ -93,18 +163,18 @@ local function host_loop(premature)
     local wid, pid = worker_id(), worker_pid()
     local alive_at, stop_at = 0, nil
     while true do
-        if n_starts > 0 then
-            local list, n = starts, n_starts
-            starts, n_starts = {}, 0
-            for i = 1, n do
-                local ok, err = spawn(list[i][1], list[i][2])
-                if not ok then host.log("err", "passport: engine.io: cannot start a session: " .. err) end
-            end
-        end
         local t_now = now()
         for _, t in pairs(tables) do
             pop_wakes(t, wid)
             if t_now >= alive_at then t.dict:set("h" .. wid, pid, 5) end
+        end
+        if r_head <= r_tail and idle == 0 and runners < _M.MAX_RUNNERS then
+            local ok, err = spawn(runner)
+            if ok then
+                runners = runners + 1
+            else
+                host.log("err", "passport: engine.io: cannot start a runner: " .. err)
+            end
         end
         if t_now >= alive_at then alive_at = t_now + 1 end
         if stop_at then
@@ -115,10 +185,15 @@ local function host_loop(premature)
             close_homes()
             stop_at = t_now + 1
         end
-        -- a wake list matters only to a worker with waiters: without any,
-        -- the host rests (a new waiter wakes it) but for the liveness key
-        host_sema:wait(next(waiters) ~= nil and _M.TICK or 0.5)
+        -- a wake list matters only to a worker with waiters or sessions:
+        -- without any, the host rests (a new one wakes it) but for the
+        -- liveness key
+        local busy = next(waiters) ~= nil or next(homes) ~= nil
+        host_sema:wait((busy or r_head <= r_tail) and _M.TICK or 0.5)
     end
+    -- the runners finish what is queued, then end with the timer
+    stopping = true
+    if runners > 0 then runner_sema:post(runners) end
     host_on = false
 end
 
@@ -131,19 +206,9 @@ local function start_host()
     return true
 end
 
--- sessions.ensure_host(): this worker's host runs (its wake list is popped).
+-- sessions.ensure_host(): this worker's host runs (its wake list is
+-- popped, its runners made).
 _M.ensure_host = start_host
-
--- sessions.run(fn, arg): fn(arg) in a light thread of the host timer, so
--- that a session outlives the request that opened it.
-function _M.run(fn, arg)
-    local ok, err = start_host()
-    if not ok then return nil, err end
-    n_starts = n_starts + 1
-    starts[n_starts] = { fn, arg }
-    if host_sema:count() < 0 then host_sema:post(1) end
-    return true
-end
 
 function _M.add_home(s) homes[s.id] = s end
 function _M.remove_home(s) if homes[s.id] == s then homes[s.id] = nil end end
@@ -191,11 +256,7 @@ end
 
 -- t:wake(wid, key): the waiter of key on worker wid.
 function Table:wake(wid, key)
-    if wid == worker_id() then
-        local sema = waiters[key]
-        if sema and sema:count() <= 0 then sema:post(1) end
-        return
-    end
+    if wid == worker_id() then return deliver(key) end
     self.dict:rpush("w" .. wid, key)
 end
 
@@ -323,13 +384,17 @@ end
 
 function Table:llen(box, sid) return self.dict:llen(box .. sid) or 0 end
 
+-- t:clear(box, sid): what waits in the box is dropped.
+function Table:clear(box, sid)
+    local dict = self.dict
+    dict:delete(box .. sid)
+    dict:delete((box == "i" and "I" or "O") .. sid)
+end
+
 -- t:touch(sid, ttl): every key of the session lives ttl more seconds.
 function Table:touch(sid, ttl)
     local dict = self.dict
-    for i = 1, #KEYS do
-        local k = KEYS[i]
-        if k ~= "P" then dict:expire(k .. sid, ttl) end
-    end
+    for i = 1, #KEYS do dict:expire(KEYS[i] .. sid, ttl) end
 end
 
 -- t:remove(sid): the session is gone from the dict.

@@ -58,6 +58,12 @@ local function upgrading(r)
     local tbl, sid = r.server.sessions, r.sid
     local give_up = now() + r.server.upgrade_timeout
     while not r.upgraded and r.ws.state == "open" do
+        local state = tbl:state(sid)
+        if state ~= "u" and state ~= "p" then
+            -- the session ended meanwhile: engine.io closes the probe too
+            r.ws:close()
+            return
+        end
         if now() >= give_up then
             host.log("info", "passport: engine.io: upgrade not completed in time")
             r.ws:close()

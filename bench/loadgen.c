@@ -582,10 +582,48 @@ static void write_request(struct conn *c)
     wstr(c, "\r\n");
 }
 
+/* A non-blocking TCP socket; with -b, bound to source address src % naddr. */
+static int new_socket(long src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (naddr > 1) {
+        /* spread over 127.0.0.1..n: more 4-tuples for many short connections */
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(src % naddr));
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    }
+    return fd;
+}
+
+/* c->fd into the loop, connect() started: 0, or connect()'s errno. */
+static int connect_fd(struct conn *c)
+{
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                              .data.ptr = c };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+        die("epoll_ctl");
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS)
+        return errno;
+    return 0;
+}
+
+static void write_poll(struct conn *c, enum poll_step step, const char *body);
+
 /* sched: the scheduled start (rate mode), or 0 for now. */
 static int start_conn(double sched)
 {
-    struct sockaddr_in sa;
     size_t line = 0;
 
     if (mode == M_SCRIPT) {
@@ -593,27 +631,17 @@ static int start_conn(double sched)
         results[line].status = 0;
         strcpy(results[line].seen, "-");
     }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = new_socket(started);
     if (fd < 0) {
         errors++;
         errs[E_CONNECT]++;
         return -1;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (naddr > 1) {
-        /* spread over 127.0.0.1..n: more 4-tuples for many short connections */
-        struct sockaddr_in src;
-        memset(&src, 0, sizeof src);
-        src.sin_family = AF_INET;
-        src.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(started % naddr));
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        bind(fd, (struct sockaddr *)&src, sizeof src);
-    }
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
         die("out of memory");
     c->fd = fd;
+    c->src = started;
     c->line = line;
     c->t_act = now();
     c->t0 = sched > 0 ? sched : c->t_act;
@@ -629,19 +657,335 @@ static int start_conn(double sched)
     if (in_handshake > max_in_flight)
         max_in_flight = in_handshake;
 
-    write_request(c);
+    if (poll_mode) {
+        c->poll = 1;
+        write_poll(c, P_OPEN, NULL);
+    } else {
+        write_request(c);
+    }
 
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, host, &sa.sin_addr);
-    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                              .data.ptr = c };
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
-        die("epoll_ctl");
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
-        fail(c, errno == ECONNREFUSED ? E_REFUSED : E_CONNECT);
+    int err = connect_fd(c);
+    if (err) {
+        fail(c, err == ECONNREFUSED ? E_REFUSED : E_CONNECT);
         return -1;
+    }
+    return 0;
+}
+
+/* ---- Engine.IO long-polling (-u, -l) ---- */
+
+static const char *const step_names[] = { "handshake GET", "POST 40", "GET", "POST 3", "POST 1" };
+
+/* The Engine.IO path of c's requests: "<-P>&transport=<transport>", a
+ * polling request's "&t=<random>" (engine.io-client's cache buster), and
+ * "&sid=<sid>" once known. */
+static void poll_query(char *out, size_t size, const struct conn *c, const char *transport)
+{
+    static const char tchars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *base = path ? path : "/socket.io/?EIO=4";
+    size_t bl = strlen(base);
+    const char *sep = !strchr(base, '?') ? "?"
+                      : (base[bl - 1] == '?' || base[bl - 1] == '&') ? "" : "&";
+    char t[12] = "";
+    if (strcmp(transport, "polling") == 0) {
+        memcpy(t, "&t=", 3);
+        uint64_t r = xorshift();
+        for (int i = 0; i < 8; i++)
+            t[3 + i] = tchars[(r >> (6 * i)) & 63];
+        t[11] = '\0';
+    }
+    snprintf(out, size, "%s%stransport=%s%s%s%s", base, sep, transport, t,
+             c->sid[0] ? "&sid=" : "", c->sid);
+}
+
+/* A polling request: GET, or POST of body. */
+static void write_poll(struct conn *c, enum poll_step step, const char *body)
+{
+    char q[512], line[128];
+    c->step = step;
+    if (!c->cookie)
+        c->cookie = cookies[next_cookie++ % ncookies];
+    poll_query(q, sizeof q, c, "polling");
+    wstr(c, body ? "POST " : "GET ");
+    wstr(c, q);
+    snprintf(line, sizeof line, " HTTP/1.1\r\nHost: %s:%d\r\n", host, port);
+    wstr(c, line);
+    if (*c->cookie) {
+        wstr(c, "Cookie: ");
+        wstr(c, c->cookie);
+        wstr(c, "\r\n");
+    }
+    if (origin) {
+        wstr(c, "Origin: ");
+        wstr(c, origin);
+        wstr(c, "\r\n");
+    }
+    if (body) {
+        snprintf(line, sizeof line, "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: %zu\r\n",
+                 strlen(body));
+        wstr(c, line);
+    }
+    wstr(c, "\r\n");
+    if (body)
+        wstr(c, body);
+}
+
+/* c goes on over a new connection (what was pending on the old one is
+ * dropped): 0, or -1 if c was freed. */
+static int new_connection(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->rlen = c->wlen = c->woff = 0;
+    c->skip = 0;
+    int fd = new_socket(c->src);
+    if (fd < 0) {
+        fail(c, E_CONNECT);
+        return -1;
+    }
+    c->fd = fd;
+    c->connecting = 1;
+    int err = connect_fd(c);
+    if (err) {
+        fail(c, err == ECONNREFUSED ? E_REFUSED : E_CONNECT);
+        return -1;
+    }
+    return 0;
+}
+
+/* The next polling request, on a new connection if the server closes this
+ * one: -1 if c was freed, 1 if its fd changed, else 0. */
+static int poll_request(struct conn *c, enum poll_step step, const char *body, int reconnect)
+{
+    if (reconnect) {
+        if (new_connection(c) < 0)
+            return -1;
+        write_poll(c, step, body);
+        return 1;
+    }
+    write_poll(c, step, body);
+    return flush_out(c);
+}
+
+/* -u: the polling connection closes, the session's WebSocket opens: 1, or
+ * -1 if c was freed. */
+static int start_upgrade(struct conn *c)
+{
+    c->poll = 0;
+    c->upg = 1;
+    if (new_connection(c) < 0)
+        return -1;
+    c->state = S_CONNECTING;
+    write_request(c);
+    return 1;
+}
+
+/* One packet of a GET's answer: -1 if c was freed. */
+static int poll_packet(struct conn *c, const char *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    switch (p[0]) {
+    case '2':                                   /* ping */
+        c->pong_due = 1;
+        return 0;
+    case '1':                                   /* close */
+        fail(c, E_EOF);
+        return -1;
+    case '4':
+        if (n < 2)
+            return 0;
+        if (p[1] == '0') {
+            if (c->sio == SIO_ACK)
+                c->sio = SIO_EVENT;
+        } else if (p[1] == '4') {               /* CONNECT_ERROR */
+            if (!in_phase(c)) {
+                fail(c, E_PROTO);
+                return -1;
+            }
+            finish_handshake(c, 0, 1);
+            destroy(c);
+            return -1;
+        } else if (p[1] == '2') {
+            if (c->state != S_HELD) {
+                c->got_event = 1;
+            } else if (emit_state == 1) {
+                double t = now();
+                if (emit_seen++ == 0)
+                    emit_first = t;
+                emit_last = t;
+            }
+        }
+        return 0;
+    default:                                    /* noop, message, ... */
+        return 0;
+    }
+}
+
+/* What follows an answer: a pong, the upgrade, the welcome, or the next
+ * GET.  -1 if c was freed, 1 if its fd changed, else 0. */
+static int poll_next(struct conn *c, int reconnect)
+{
+    if (c->pong_due) {
+        c->pong_due = 0;
+        pongs++;
+        return poll_request(c, P_PONG, "3", reconnect);
+    }
+    if (in_phase(c)) {
+        if (poll_mode == POLL_UPGRADE && c->sio == SIO_EVENT)
+            return start_upgrade(c);
+        if (poll_mode == POLL_ONLY && c->got_event) {
+            finish_handshake(c, 1, 0);
+            if (mode == M_HOLD) {
+                c->state = S_HELD;
+                held++;
+            } else {
+                /* socket.io-client's close over polling: POST "1" */
+                c->state = S_CLOSING;
+                c->deadline = now() + 2.0;
+                return poll_request(c, P_CLOSE, "1", reconnect);
+            }
+        }
+    }
+    return poll_request(c, P_GET, NULL, reconnect);
+}
+
+/* A chunked body (n bytes at p) into out: the bytes it took, 0 if it is
+ * not all in, -1 if malformed. */
+static long dechunk(const char *p, size_t n, char *out, size_t cap, size_t *outlen)
+{
+    size_t i = 0, o = 0;
+    for (;;) {
+        const char *eol = memmem(p + i, n - i, "\r\n", 2);
+        if (!eol)
+            return 0;
+        char *endp;
+        unsigned long sz = strtoul(p + i, &endp, 16);
+        if (endp == p + i)
+            return -1;
+        i = (size_t)(eol - p) + 2;
+        if (sz == 0) {
+            if (n - i < 2)
+                return 0;
+            if (memcmp(p + i, "\r\n", 2) != 0)
+                return -1;
+            *outlen = o;
+            return (long)(i + 2);
+        }
+        if (n - i < sz + 2)
+            return 0;
+        if (o + sz > cap)
+            return -1;
+        memcpy(out + o, p + i, sz);
+        o += sz;
+        i += sz + 2;
+    }
+}
+
+/* A polling answer in rbuf: -1 if c was freed, 1 if its fd changed, else 0. */
+static int on_poll(struct conn *c)
+{
+    static char body[RBUF];
+    char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+    if (!end) {
+        if (c->rlen == RBUF) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        return 0;
+    }
+    size_t hlen = (size_t)(end - c->rbuf) + 4, blen = 0, used;
+    if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0) {
+        fail(c, E_PROTO);
+        return -1;
+    }
+    int status = atoi(c->rbuf + 9);
+    *end = '\0';
+    const char *cl = strcasestr(c->rbuf, "\r\ncontent-length:");
+    int chunked = strcasestr(c->rbuf, "\r\ntransfer-encoding: chunked") != NULL;
+    int closes = strcasestr(c->rbuf, "\r\nconnection: close") != NULL || c->rbuf[7] == '0';
+    long clen = cl ? atol(cl + 17) : -1;
+    *end = '\r';
+    if (cl) {
+        if (clen < 0 || hlen + (size_t)clen > RBUF) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        if (c->rlen < hlen + (size_t)clen)
+            return 0;
+        blen = (size_t)clen;
+        memcpy(body, c->rbuf + hlen, blen);
+        used = hlen + blen;
+    } else if (chunked) {
+        long r = dechunk(c->rbuf + hlen, c->rlen - hlen, body, sizeof body, &blen);
+        if (r < 0 || (r == 0 && c->rlen == RBUF)) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        if (r == 0)
+            return 0;
+        used = hlen + (size_t)r;
+    } else if (status == 200) {
+        fail(c, E_PROTO);                       /* an answer with no length */
+        return -1;
+    } else {
+        blen = c->rlen - hlen;
+        memcpy(body, c->rbuf + hlen, blen);
+        used = c->rlen;
+        closes = 1;
+    }
+    memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+    c->rlen -= used;
+
+    if (status != 200) {
+        if ((status == 401 || status == 403) && c->step == P_OPEN) {
+            finish_handshake(c, 0, 0);
+            destroy(c);
+            return -1;
+        }
+        if (verbose)
+            fprintf(stderr, "loadgen: HTTP %d to %s: %.*s\n", status, step_names[c->step],
+                    (int)(blen > 200 ? 200 : blen), body);
+        fail(c, status == 400 && memmem(body, blen, "Session ID unknown", 18) ? E_SID : E_HTTP);
+        return -1;
+    }
+    switch (c->step) {
+    case P_OPEN: {
+        const char *s = blen > 0 && body[0] == '0' ? memmem(body, blen, "\"sid\":\"", 7) : NULL;
+        const char *e = s ? memchr(s + 7, '"', blen - (size_t)(s + 7 - body)) : NULL;
+        if (!e || e - (s + 7) < 1 || (size_t)(e - (s + 7)) >= sizeof c->sid) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        memcpy(c->sid, s + 7, (size_t)(e - (s + 7)));
+        c->sid[e - (s + 7)] = '\0';
+        c->sio = SIO_ACK;
+        return poll_request(c, P_CONNECT, "40", closes);
+    }
+    case P_CONNECT:
+    case P_PONG:
+        if (blen != 2 || memcmp(body, "ok", 2) != 0) {
+            fail(c, E_PROTO);
+            return -1;
+        }
+        return poll_next(c, closes);
+    case P_CLOSE:
+        destroy(c);
+        return -1;
+    case P_GET:
+        polls++;
+        for (size_t i = 0;;) {
+            const char *sep = memchr(body + i, 0x1E, blen - i);
+            size_t len = sep ? (size_t)(sep - (body + i)) : blen - i;
+            if (poll_packet(c, body + i, len) < 0)
+                return -1;
+            if (!sep)
+                break;
+            i += len + 1;
+        }
+        return poll_next(c, closes);
     }
     return 0;
 }
@@ -736,6 +1080,32 @@ static int on_message(struct conn *c, const char *p, size_t n)
     if (n == 1 && p[0] == '2') {
         wframe(c, 0x1, "3", 1);
         return flush_out(c);
+    }
+    if (c->upg) {
+        /* -u: the probe, then "5"; the welcome is the first event once
+         * upgraded (it often came by polling already) */
+        if (!c->upgraded && n == 6 && memcmp(p, "3probe", 6) == 0) {
+            c->upgraded = 1;
+            wframe(c, 0x1, "5", 1);
+            if (flush_out(c) < 0)
+                return -1;
+            if (!c->got_event)
+                return 0;
+            finish_handshake(c, 1, 0);
+            goto welcomed;
+        }
+        if (n >= 2 && p[0] == '4' && p[1] == '2') {
+            c->got_event = 1;
+            if (!c->upgraded)
+                return 0;
+            finish_handshake(c, 1, 0);
+            goto welcomed;
+        }
+        if (n >= 2 && p[0] == '4' && p[1] == '4') {
+            finish_handshake(c, 0, 1);
+            return start_close(c);
+        }
+        return 0; /* a noop, ...: ignore */
     }
     switch (c->sio) {
     case SIO_OPEN:
@@ -915,7 +1285,8 @@ static int on_http(struct conn *c)
     if (status != 101) {
         if (verbose)
             fprintf(stderr, "loadgen: HTTP %d\n", status);
-        fail(c, E_HTTP);
+        fail(c, c->upg && status == 400 && memmem(end, c->rlen - hlen + 4, "Session ID unknown", 18)
+                ? E_SID : E_HTTP);
         return -1;
     }
     /* the accept key must match ours */
@@ -937,13 +1308,19 @@ static int on_http(struct conn *c)
     if (mode == M_SCRIPT && action != A_FRAME && action != A_HFRAME)
         return script_upgraded(c);
     c->state = S_WS;
-    c->sio = SIO_OPEN;
+    if (c->upg) {
+        wframe(c, 0x1, "2probe", 6);
+        if (flush_out(c) < 0)
+            return -1;
+    } else {
+        c->sio = SIO_OPEN;
+    }
     return on_frames(c);
 }
 
 static void on_event(struct conn *c, uint32_t events)
 {
-    if (c->state == S_CONNECTING) {
+    if (c->state == S_CONNECTING || c->connecting) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
         int err = 0;
@@ -953,14 +1330,16 @@ static void on_event(struct conn *c, uint32_t events)
             fail(c, err == ECONNREFUSED ? E_REFUSED : err == ETIMEDOUT ? E_TIMEOUT : E_CONNECT);
             return;
         }
-        c->state = S_HTTP;
+        c->connecting = 0;
+        if (c->state == S_CONNECTING)
+            c->state = S_HTTP;
     }
     if (c->wlen && flush_out(c) < 0)
         return;
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         return;
     for (;;) {
-        if (c->rlen == RBUF && c->state != S_HTTP) {
+        if (c->rlen == RBUF && c->state != S_HTTP && !c->poll) {
             /* a full buffer with no complete frame cannot happen (big frames
              * are skipped), but never spin */
             fail(c, E_PROTO);
@@ -969,13 +1348,13 @@ static void on_event(struct conn *c, uint32_t events)
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
         if (n > 0) {
             c->rlen += (size_t)n;
-            int r = c->state == S_HTTP ? on_http(c) : on_frames(c);
-            if (r < 0)
+            int r = c->poll ? on_poll(c) : c->state == S_HTTP ? on_http(c) : on_frames(c);
+            if (r != 0)     /* c freed, or its fd replaced (-u / -l) */
                 return;
             continue;
         }
         if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            if (close_rejects && c->state == S_HTTP && c->rlen == 0) {
+            if (close_rejects && c->state == S_HTTP && c->rlen == 0 && (c->poll ? c->step == P_OPEN : !c->upg)) {
                 finish_handshake(c, 0, 2);
                 destroy(c);
                 return;
@@ -1085,7 +1464,7 @@ static void print_emit(void)
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s]\n"
+        "usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s] [-u | -l]\n"
         "  [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]\n"
         "  [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]\n"
         "  [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]\n"
@@ -1097,7 +1476,7 @@ int main(int argc, char **argv)
 {
     const char *cookie_file = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:m:sR:P:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:m:sulR:P:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': cookie_file = optarg; break;
@@ -1119,6 +1498,13 @@ int main(int argc, char **argv)
             break;
         case 'r': rounds = atoi(optarg); break;
         case 's': sio = 1; break;
+        case 'u':
+        case 'l':
+            if (poll_mode != POLL_NONE)
+                usage();
+            poll_mode = opt == 'u' ? POLL_UPGRADE : POLL_ONLY;
+            sio = 1;
+            break;
         case 'P': path = optarg; break;
         case 'c': concurrency = atoi(optarg); conc_given = 1; break;
         case 'R': rate = atof(optarg); break;
@@ -1144,6 +1530,8 @@ int main(int argc, char **argv)
     if (mode == M_HOLD && hold_n <= 0)
         die("hold mode needs -N");
     if (mode == M_SCRIPT && (sio || rounds < 1))
+        usage();
+    if (poll_mode && path && !*path)
         usage();
     if (mode == M_RATE) {
         if (!(rate > 0) || rate > 1e6)
@@ -1331,8 +1719,14 @@ int main(int argc, char **argv)
            "\"rejected_close\":%ld,\"errors\":%ld,",
            mode_names[mode], sio ? "true" : "false", concurrency, elapsed,
            started, ok, rejected, rej_http, rej_sio, rej_close, errors);
-    for (int k = 0; k < E_NKINDS; k++)
+    for (int k = 0; k < (poll_mode ? E_NKINDS : E_SID); k++)
         printf("\"err_%s\":%ld,", err_names[k], errs[k]);
+    if (poll_mode) {
+        printf("\"poll\":\"%s\",\"polls\":%ld,\"pongs\":%ld,",
+               poll_mode == POLL_UPGRADE ? "upgrade" : "only", polls, pongs);
+        for (int k = 0; k < E_NKINDS; k++)
+            printf("\"drop_%s\":%ld,", err_names[k], drops[k]);
+    }
     if (mode == M_RATE)
         printf("\"offered_per_s\":%.1f,\"late\":%ld,\"late_max_ms\":%.3f,\"failed\":%ld,"
                "\"max_in_flight\":%ld,\"svc_p50_ms\":%.3f,\"svc_p99_ms\":%.3f,",

@@ -20,6 +20,14 @@
 --                  passport.session())
 --   (1b) guard-sio nginx + auth:access() -> socket.io 4 without auth: what a
 --                  guard-mode deployment in front of the app costs end to end
+--   (2p) sio-poll  (2s) with lua_shared_dict passport_eio (E2E_EIO_DICT, 10m),
+--                  so that Engine.IO long-polling is on, and socket.io-client's
+--                  default connection (loadgen -u): GET handshake "0{sid..}" ->
+--                  POST "40" -> GET "40{..}" (with the "42" hello) -> WebSocket
+--                  with the sid: "2probe" / "3probe" / "5" -> close
+--   (4p) psio-poll (4), the same default connection (socket.io's transports
+--                  are polling + websocket by default)
+--   (5p) recipe-poll   (5), the same
 --
 -- Sessions: USERS users logged in over HTTP through the Express app
 -- (passport-local, express-session, connect-redis) by bench/e2e/seed.js.
@@ -33,7 +41,8 @@
 -- E2E_NGINX_HTTP (extra http{} directives for every nginx, e.g. buffer sizes),
 -- E2E_RATE (the open loop's offered handshakes/s, default 1000; 0 skips it),
 -- E2E_RATE_SECONDS (its length per round), E2E_RATE_CONC (its cap on
--- handshakes in flight, default 2000).
+-- handshakes in flight, default 2000), E2E_EIO_DICT (the size of (2p)'s
+-- lua_shared_dict passport_eio, default 10m).
 --
 -- Every row is measured twice per round: a closed loop of E2E_CONC clients
 -- (conn/s, CPU per handshake; its latency is mostly the queue of the other
@@ -60,11 +69,12 @@ local SECONDS = env("E2E_SECONDS", QUICK and 2 or 5)
 local ROUNDS = env("E2E_ROUNDS", QUICK and 1 or 3)
 local CONC = env("E2E_CONC", 50)
 local HOLD = env("E2E_HOLD", USERS)
-local ROWS = env("E2E_ROWS", "guard,guard-cache,terminate,terminate-cache,sio,sio-http,floor,ws-floor,psio,"
-                             .. "recipe,guard-sio")
+local ROWS = env("E2E_ROWS", "guard,guard-cache,terminate,terminate-cache,sio,sio-http,sio-poll,floor,ws-floor,"
+                             .. "psio,psio-poll,recipe,recipe-poll,guard-sio")
 local RATE = env("E2E_RATE", 1000)
 local RATE_SECONDS = env("E2E_RATE_SECONDS", QUICK and 2 or 5)
 local RATE_CONC = env("E2E_RATE_CONC", 2000)
+local EIO_DICT = tostring(env("E2E_EIO_DICT", "10m"))
 local SRV_CPU, GEN_CPU = tostring(env("E2E_CORES", "0:1")):match("^(%d+):(%d+)$")
 local LOADGEN = env("LOADGEN", "build/bench/loadgen")
 local JSON_OUT = env("E2E_JSON", "build/bench/e2e.json")
@@ -278,8 +288,8 @@ local function loadgen(args)
 end
 
 local function row_args(row)
-    return ("-p %d -P %s%s%s -b 16"):format(row.port, q(row.path), row.sio and " -s" or "",
-                                          row.close_rejects and " -x" or "")
+    return ("-p %d -P %s%s%s%s -b 16"):format(row.port, q(row.path), row.sio and " -s" or "",
+                                            row.poll and " -u" or "", row.close_rejects and " -x" or "")
 end
 
 ---------------------------------------------------------------------------
@@ -310,9 +320,12 @@ local ROW_INFO = {
     psio = "(4) socket.io 4 + passport.socketio 3.7.0",
     recipe = "(5) socket.io 4 + Passport recipe (io.engine.use)",
     ["guard-sio"] = "(1b) nginx guard -> socket.io 4, no auth in Node",
+    ["sio-poll"] = "(2p) (2s) + passport_eio: polling -> upgrade",
+    ["psio-poll"] = "(4p) (4), polling -> upgrade",
+    ["recipe-poll"] = "(5p) (5), polling -> upgrade",
 }
 local ORDER = { "guard", "guard-cache", "terminate", "terminate-cache", "sio", "sio-http", "sio-cache",
-                "floor", "ws-floor", "psio", "recipe", "guard-sio" }
+                "sio-poll", "floor", "ws-floor", "psio", "psio-poll", "recipe", "recipe-poll", "guard-sio" }
 
 local function wanted(key)
     for k in tostring(ROWS):gmatch("[^,%s]+") do
@@ -356,8 +369,8 @@ local function main()
     end
     -- The gateway: the same conf for every nginx row; only the location
     -- the load generator uses and the upstream differ.
-    local function gateway(workers, up_port)
-        return start_nginx("gateway", workers, ([[
+    local function gateway(workers, up_port, extra_http)
+        return start_nginx("gateway", workers, (extra_http or "") .. ([[
     init_by_lua_block {
         local passport = require "resty.passport"
 %s
@@ -457,6 +470,16 @@ local function main()
                     emit = "/emit-sio", emit_expected = true,
                     -- its authorized path is (2s)'s: no second hold
                     no_hold = key == "sio-http" }
+        elseif key == "sio-poll" then
+            assert(has_sio, "row " .. key .. ": no lua/resty/passport/socketio.lua in this tree")
+            -- the same conf as (2s), plus the dict that turns polling on
+            local gw = gateway(1, nil, ("    lua_shared_dict passport_eio %s;\n"):format(EIO_DICT))
+            row = { servers = { gw }, port = gw.port, path = "/sio/?EIO=4", sio = true, poll = true,
+                    emit = "/emit-sio", emit_expected = true }
+        elseif key == "psio-poll" or key == "recipe-poll" then
+            local node = start_node(key:match("^(%a+)"), redis.port)
+            row = { servers = { node }, port = node.port, path = "/socket.io/?EIO=4", sio = true, poll = true,
+                    emit = "/emit", close_rejects = key == "recipe-poll", native_filter = true }
         elseif key == "ws-floor" then
             local up = upstream_ws()
             row = { servers = { up }, port = up.port, path = "/ws" }
@@ -768,6 +791,10 @@ local function report(results)
           .. "HTTP trigger -> last delivery;")
     print("  p50@1 / p99@1: the same handshake with one client (no queueing); at -c " .. CONC
           .. " a closed loop waits about " .. CONC .. " / (conn/s) per handshake")
+    print("  (2p)/(4p)/(5p) (loadgen -u): a handshake is socket.io-client's default connection: GET handshake,"
+          .. " POST \"40\", GET \"40{..}\"")
+    print("    (the hello \"42\" comes with it), close that keep-alive connection, WebSocket with the sid,"
+          .. " 2probe/3probe/5, close; (2p): lua_shared_dict passport_eio " .. EIO_DICT)
     for _, key in ipairs(ORDER) do
         local row = results.rows[key]
         local s = row and row.summary
@@ -843,9 +870,39 @@ local function report(results)
                   :format(RATE, sio.open.p50, sio.open.p99, base.open.p50, base.open.p99))
         end
     end
+    -- socket.io-client's default connection (polling, then the upgrade):
+    -- the gateway against both Node stacks doing the same.
+    local sp = S("sio-poll")
+    if sp then
+        print("")
+        print("  targets (socket.io-client's default connection: polling handshake, POST 40, GET 40{..},"
+              .. " upgrade, close):")
+        for _, key in ipairs { "psio-poll", "recipe-poll" } do
+            local n = S(key)
+            if n then
+                local x = sp.cpu_us / n.cpu_us
+                print(("  sio-poll        CPU/authorized connection %.0f us = %.3f of %s's %.0f us (<= 1/4 = 0.25: %s);"
+                       .. " conn/s %.0f = %.2fx its %.0f")
+                      :format(sp.cpu_us, x, key, n.cpu_us, x <= 0.25 and "met" or "NOT met", sp.conn,
+                              sp.conn / n.conn, n.conn))
+                if sp.open and n.open then
+                    print(("  sio-poll        open loop at %s/s: p50 %.2f ms, p99 %.2f ms; %s: p50 %.2f ms, p99 %.2f ms")
+                          :format(RATE, sp.open.p50, sp.open.p99, key, n.open.p50, n.open.p99))
+                end
+            end
+        end
+        if sio then
+            print(("  sio-poll        against its WebSocket-only row (2s): CPU/connection %.2fx (%.0f us), conn/s %.2fx")
+                  :format(sp.cpu_us / sio.cpu_us, sio.cpu_us, sp.conn / sio.conn))
+        end
+        if sp.errors > 0 or (sp.open and sp.open.failed > 0) then
+            print(("  sio-poll        errors: %d in the closed loops, %d failed in the open loop (see the JSON's err_*;"
+                   .. " and the error.log below)"):format(sp.errors, sp.open and sp.open.failed or 0))
+        end
+    end
     -- Refusals: connect_error (upgrade, open packet, 40 -> 44{...}) or HTTP.
     local refusal_rows = {}
-    for _, key in ipairs { "sio", "sio-http", "terminate", "psio", "recipe" } do
+    for _, key in ipairs { "sio", "sio-http", "sio-poll", "terminate", "psio", "psio-poll", "recipe", "recipe-poll" } do
         local s = S(key)
         if s then
             refusal_rows[#refusal_rows + 1] = ("%s %.0f/s at %.0f us CPU each"):format(key, s.rej, s.rej_cpu_us)
@@ -855,6 +912,10 @@ local function report(results)
         print("  refusals (forged cookies, -c " .. CONC .. "): " .. table.concat(refusal_rows, "; "))
         print("    sio: upgraded, open packet, 40 -> 44{\"message\":...}; sio-http: HTTP 401; terminate: 401;"
               .. " psio: 44 after the upgrade; recipe: socket closed")
+        if sp or S("psio-poll") or S("recipe-poll") then
+            print("    sio-poll, psio-poll: polling handshake, POST 40, 44{...} in the GET; recipe-poll: 401 to the"
+                  .. " handshake GET")
+        end
     end
     -- Anything the nginx instances logged at level error or above.
     print("")
@@ -891,7 +952,8 @@ local function plain(v, seen)
 end
 local dump = { meta = results.meta, rows = plain(results.rows, {}), error_logs = error_logs,
                settings = { users = USERS, seconds = SECONDS, rounds = ROUNDS, conc = CONC, hold = HOLD,
-                            rate = RATE, rate_seconds = RATE_SECONDS, rate_conc = RATE_CONC } }
+                            rate = RATE, rate_seconds = RATE_SECONDS, rate_conc = RATE_CONC,
+                            eio_dict = EIO_DICT } }
 sh("mkdir -p " .. q(JSON_OUT:match("^(.*)/") or "."))
 local f = io.open(JSON_OUT, "w")
 if f then f:write(cjson.encode(dump)) f:close() end

@@ -11,10 +11,17 @@
 --   (passport.emit{ filter = "even" }), passport.socketio by room
 --   (passport.emit{ room = "even", event = ... }), socket.io by room
 --   (io.to("even").emit).
+-- And the gateway holding POLL_N socket.io clients on HTTP long-polling only
+-- (socket.io-client's transports: ["polling"]; the sio gateway's conf plus
+-- lua_shared_dict passport_eio, one worker; loadgen -l: one GET pending per
+-- client, pings answered by POST "3"): RSS per client, the gateway's CPU
+-- while they sit idle for POLL_IDLE seconds (pingInterval 25 s), and an
+-- emit to all of them (a room every socket joins), trigger -> last client.
 -- Servers and Redis run on CPU 0, the load generator on CPU 1.
 -- env: N (10000), ROUNDS (7), LOADGEN (build/bench/loadgen), TUNE=0 (nginx's
 -- default buffers), ONLY_GATEWAY=1 (no socket.io), NO_EMIT=1,
--- STACKS (comma list of floor,ws,sio,node; default all).
+-- STACKS (comma list of floor,ws,sio,poll,node; default all), POLL_N (1000),
+-- POLL_IDLE (30 s), POLL_DICT (the passport_eio dict's size, 10m).
 package.path = "lua/?.lua;spec/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -30,6 +37,9 @@ local ROUNDS = tonumber(os.getenv("ROUNDS") or "7")
 local LOADGEN = os.getenv("LOADGEN") or "build/bench/loadgen"
 local SECRET = "bench-sockets secret"
 local SRV_CPU, GEN_CPU = "0", "1"
+local POLL_N = tonumber(os.getenv("POLL_N") or "1000")
+local POLL_IDLE = tonumber(os.getenv("POLL_IDLE") or "30")
+local POLL_DICT = os.getenv("POLL_DICT") or "10m"
 
 local sh = proc.sh
 local function log(...) io.stderr:write(string.format(...), "\n") end
@@ -116,13 +126,17 @@ local TUNE = os.getenv("TUNE") ~= "0" and
 -- its request keeps as long as the socket lives).
 local MULTIPLEX = os.getenv("MULTIPLEX") ~= "0"
 
-local function start_gateway(path)
+-- opts.poll: Engine.IO long-polling on (the passport_eio dict), and every
+-- socket.io socket joins the room "all" too.
+local function start_gateway(path, opts)
+    opts = opts or {}
     local nginx = nginx_server.start {
         workers = 1,
         worker_connections = N + 1024,
         main = "worker_rlimit_nofile " .. (N + 4096) .. ";",
         log_level = os.getenv("LOG_LEVEL") or "warn",
-        http = TUNE .. (os.getenv("HTTP_EXTRA") or "") .. ([[
+        http = TUNE .. (os.getenv("HTTP_EXTRA") or "")
+               .. (opts.poll and ("    lua_shared_dict passport_eio " .. POLL_DICT .. ";\n") or "") .. ([[
     lua_shared_dict bench 1m;
     init_by_lua_block {
         local passport = require "resty.passport"
@@ -136,7 +150,7 @@ local function start_gateway(path)
         -- group's room ("even" / "odd"; "user:<id>" is automatic)
         sio = passport.socketio { auth = auth }
         sio:of("/"):on("connection", function(socket)
-            socket:join(socket.user.group)
+            socket:join(socket.user.group)%s
             socket:emit("hello", { id = socket.user.id })
         end)
         -- for measuring: the same sessions without the Redis round trip
@@ -151,7 +165,8 @@ local function start_gateway(path)
     init_worker_by_lua_block {
         require("resty.passport").init_worker { store = store, filters = { even = even } }
     }
-]]):format(redis.port, tostring(MULTIPLEX), SECRET, SECRET),
+]]):format(redis.port, tostring(MULTIPLEX), SECRET, opts.poll and '\n            socket:join("all")' or "",
+          SECRET),
         server = (os.getenv("SERVER_EXTRA") or "") .. [[
         location = /ws-nostore {
             content_by_lua_block {
@@ -185,7 +200,8 @@ local function start_gateway(path)
         location = /emit-sio {
             content_by_lua_block {
                 local passport = require "resty.passport"
-                local room = ngx.shared.bench:get("mode") == "user" and "user:0" or "even"
+                local mode = ngx.shared.bench:get("mode")
+                local room = mode == "user" and "user:0" or mode == "all" and "all" or "even"
                 local ok, err = passport.emit { room = room, namespace = "/", event = "news", args = { { n = 1 } } }
                 ngx.print(ok and ngx.shared.bench:get("expect") or ("error: " .. tostring(err)))
             }
@@ -199,7 +215,9 @@ local function start_gateway(path)
                 -- /emit-sio's answer (how many will receive), counted here,
                 -- outside the timed emit, and without per-socket state
                 local passport = require "resty.passport"
-                ngx.shared.bench:set("expect", ngx.var.arg_m == "user" and #passport.sockets_of(0)
+                local m = ngx.var.arg_m
+                ngx.shared.bench:set("expect", m == "user" and #passport.sockets_of(0)
+                                               or m == "all" and #passport.filter_sockets_by_user(function() return true end)
                                                or #passport.filter_sockets_by_user(even))
                 ngx.print("ok")
             }
@@ -238,7 +256,8 @@ local function start_gateway(path)
     sh("taskset -apc " .. SRV_CPU .. " " .. nginx.pid .. " >/dev/null")
     for _, pid in ipairs(pids) do sh("taskset -apc " .. SRV_CPU .. " " .. pid .. " >/dev/null") end
     local sio = path:match("^/socket%.io/") ~= nil
-    return { name = path == "/floor" and "floor" or sio and "gateway-sio" or "gateway", port = nginx.port,
+    return { name = path == "/floor" and "floor" or opts.poll and "gateway-poll" or sio and "gateway-sio" or "gateway",
+             port = nginx.port,
              path = os.getenv("WS_PATH") or path, pids = pids, no_emit = path == "/floor", kind = "nginx",
              sio = sio, emit_path = sio and "/emit-sio" or "/emit", error_log = function() return nginx:error_log() end,
              stop = function() nginx:stop() end }
@@ -265,6 +284,30 @@ end
 ---------------------------------------------------------------------------
 -- One stack: hold N, measure, emit.
 
+-- ROUNDS emits of mode (room | user | all) to the clients of the load
+-- generator gen (p its output): the median trigger -> last delivery (ms)
+-- of all rounds but the first (a warm-up); r gets <mode>_n and
+-- <mode>_cpu_us (server CPU per delivered message).
+local function emits(stack, p, gen, r, mode)
+    http_get(stack.port, "/mode?m=" .. mode)
+    local times = {}
+    local cpu0, delivered = cpu_s(stack.pids), 0
+    for i = 1, ROUNDS do
+        sh("kill -USR1 " .. gen)
+        local e = cjson.decode(p:read("*l") or "null")
+        log("  emit %s: %s", mode, cjson.encode(e))
+        assert(e and e.event == "emit" and e.received == e.expected,
+               stack.name .. " emit: " .. cjson.encode(e or {}))
+        if i > 1 then times[#times + 1] = e.last_ms end -- the first warms up
+        r[mode .. "_n"] = e.expected
+        delivered = delivered + e.received
+        socket.sleep(0.3)
+    end
+    r[mode .. "_cpu_us"] = (cpu_s(stack.pids) - cpu0) / delivered * 1e6
+    log("  %s: server CPU %.1f us per delivered message", mode, r[mode .. "_cpu_us"])
+    return median(times)
+end
+
 local function run(stack)
     socket.sleep(1)
     local rss0 = rss_kb(stack.pids)
@@ -288,30 +331,11 @@ local function run(stack)
         log("  Lua heap per connection: %.2f kB", r.lua_conn)
     end
     r.filter = cjson.decode(http_get(stack.port, "/filter"))
-    local function emits(mode)
-        http_get(stack.port, "/mode?m=" .. mode)
-        local times = {}
-        local cpu0, delivered = cpu_s(stack.pids), 0
-        for i = 1, ROUNDS do
-            sh("kill -USR1 " .. gen)
-            local e = cjson.decode(p:read("*l") or "null")
-            log("  emit %s: %s", mode, cjson.encode(e))
-            assert(e and e.event == "emit" and e.received == e.expected,
-                   stack.name .. " emit: " .. cjson.encode(e or {}))
-            if i > 1 then times[#times + 1] = e.last_ms end -- the first warms up
-            r[mode .. "_n"] = e.expected
-            delivered = delivered + e.received
-            socket.sleep(0.3)
-        end
-        r[mode .. "_cpu_us"] = (cpu_s(stack.pids) - cpu0) / delivered * 1e6
-        log("  %s: server CPU %.1f us per delivered message", mode, r[mode .. "_cpu_us"])
-        return median(times)
-    end
     if os.getenv("NO_EMIT") or stack.no_emit then
         r.emit_group, r.emit_user, r.room_n = 0, 0, 0
     else
-        r.emit_group = emits("room")
-        r.emit_user = emits("user")
+        r.emit_group = emits(stack, p, gen, r, "room")
+        r.emit_user = emits(stack, p, gen, r, "user")
     end
     sh("kill -TERM " .. gen)
     p:read("*a")
@@ -319,6 +343,63 @@ local function run(stack)
     log("%-9s %d held: RSS %d -> %d kB (%.2f kB/conn); filter %.3f ms (%d); group %.1f ms (%d); user %.2f ms",
         stack.name, r.held, rss0, r.rss, r.rss_conn, r.filter.ms, r.filter.matched, r.emit_group,
         r.room_n, r.emit_user)
+    return r
+end
+
+-- The polling stack: POLL_N clients on long-polling only (loadgen -l), each
+-- with one GET pending; RSS, the gateway's CPU while they sit idle, emits.
+local function run_poll(stack)
+    socket.sleep(1)
+    local rss0 = rss_kb(stack.pids)
+    local lua0 = tonumber(http_get(stack.port, "/luamem"))
+    local args = ("-p %d -P '/socket.io/?EIO=4' -l -f %s -m hold -N %d -c 100 -T 60000 -b 8 -E %s -Q %d")
+                 :format(stack.port, COOKIES, POLL_N, stack.emit_path, stack.port)
+    local p = assert(io.popen("echo $$; exec taskset -c " .. GEN_CPU .. " " .. LOADGEN .. " " .. args))
+    local gen = tonumber(p:read("*l"))
+    log("%s on port %d: loadgen %s holding %d polling clients (%s)", stack.name, stack.port, tostring(gen),
+        POLL_N, args)
+    local up = cjson.decode(p:read("*l") or "null")
+    assert(up and up.event == "up" and up.held == POLL_N, "hold: " .. cjson.encode(up or {}))
+    log("%s: %d up in %.2f s", stack.name, up.held, up.up_s)
+    socket.sleep(2)
+    http_get(stack.port, "/luamem") -- a full GC: idle is steady state
+    local r = { held = up.held, rss0 = rss0, rss = rss_kb(stack.pids) }
+    r.rss_conn = (r.rss - rss0) / up.held
+    r.lua_conn = (tonumber(http_get(stack.port, "/luamem")) - lua0) / up.held
+    log("  RSS %d -> %d kB (%.2f kB/client), Lua heap %.2f kB/client", rss0, r.rss, r.rss_conn, r.lua_conn)
+    -- idle: every client's GET pending; the pings (every 25 s per session)
+    -- are the only traffic
+    local c0, t0 = cpu_s(stack.pids), socket.gettime()
+    socket.sleep(POLL_IDLE)
+    local c1, t1 = cpu_s(stack.pids), socket.gettime()
+    r.idle_s, r.idle_cpu_s = t1 - t0, c1 - c0
+    r.idle_pct = r.idle_cpu_s / r.idle_s * 100
+    log("  idle %d polling clients for %.1f s: gateway CPU %.2f s = %.2f %% of one core", up.held, r.idle_s,
+        r.idle_cpu_s, r.idle_pct)
+    if os.getenv("NO_EMIT") then
+        r.emit_all, r.emit_user = 0, 0
+    else
+        r.emit_all = emits(stack, p, gen, r, "all")
+        r.emit_user = emits(stack, p, gen, r, "user")
+    end
+    sh("kill -TERM " .. gen)
+    local rest = p:read("*a")
+    p:close()
+    local done
+    for l in rest:gmatch("[^\n]+") do
+        local ok2, v = pcall(cjson.decode, l)
+        if ok2 and type(v) == "table" and v.event == "done" then done = v end
+    end
+    if done then
+        r.polls, r.pongs, r.dropped = done.polls, done.pongs, done.dropped
+        r.drops = {}
+        for k, v in pairs(done) do
+            if k:match("^drop_") and v > 0 then r.drops[k] = v end
+        end
+    end
+    log("%-9s %d polling clients: RSS %.2f kB/client; idle CPU %.2f %%; emit to %s: %.1f ms; user %.2f ms;"
+        .. " %s GETs answered, %s pongs, %s dropped", stack.name, r.held, r.rss_conn, r.idle_pct,
+        tostring(r.all_n), r.emit_all, r.emit_user, tostring(r.polls), tostring(r.pongs), tostring(r.dropped))
     return r
 end
 
@@ -350,19 +431,20 @@ local ok, err = pcall(function()
         { "floor", function() return start_gateway("/floor") end },
         { "ws", function() return start_gateway("/ws") end },
         { "sio", function() return start_gateway("/socket.io/?EIO=4&transport=websocket") end },
+        { "poll", function() return start_gateway("/socket.io/?EIO=4", { poll = true }) end },
         { "node", start_sio },
     }
     for _, st in ipairs(starts) do
         if wanted(st[1]) and not (st[1] == "node" and os.getenv("ONLY_GATEWAY")) then
             local stack = st[2]()
-            local ok2, res = pcall(run, stack)
+            local ok2, res = pcall(st[1] == "poll" and run_poll or run, stack)
             keep_log(stack)
             stack.stop()
             assert(ok2, res)
             results[st[1]] = res
         end
     end
-    local floor, g, gs, s = results.floor, results.ws, results.sio, results.node
+    local floor, g, gs, s, gp = results.floor, results.ws, results.sio, results.node, results.poll
     local cols = { { "ws", g }, { "sio", gs }, { "socket.io", s } }
     local function ratio(a, b)
         if a and b and a ~= 0 then return ("%.2fx"):format(b / a) end
@@ -397,6 +479,28 @@ local ok, err = pcall(function()
     line("server CPU per delivered message, group (us)", function(r) return r.room_cpu_us end, "%.1f")
     print("gateway directives: " .. (TUNE ~= "" and TUNE:gsub("\n", "") or "nginx defaults (TUNE=0)")
           .. "; store multiplex = " .. tostring(MULTIPLEX))
+    if gp then
+        print("")
+        print(("gateway polling: %d socket.io clients on long-polling only (transports: [\"polling\"]; loadgen -l, one"
+               .. " GET pending each; pingInterval 25 s); the gw sio conf + lua_shared_dict passport_eio %s, one worker")
+              :format(gp.held, POLL_DICT))
+        print(("  %-58s %10.3f"):format("RSS per idle polling client (kB)", gp.rss_conn))
+        print(("  %-58s %10.3f"):format("  Lua heap per client (kB)", gp.lua_conn))
+        print(("  %-58s %10.2f  (%.2f s of CPU in %.1f s; %s GETs answered and %s pongs in the whole hold)")
+              :format(("gateway CPU, %d clients idle (%% of one core)"):format(gp.held), gp.idle_pct, gp.idle_cpu_s,
+                      gp.idle_s, tostring(gp.polls), tostring(gp.pongs)))
+        if gp.emit_all ~= 0 then
+            print(("  %-58s %10.1f"):format(("emit to all %d, trigger -> last client (ms)"):format(gp.all_n or 0),
+                                           gp.emit_all))
+            print(("  %-58s %10.2f"):format("emit to one user, its client (ms)", gp.emit_user))
+            print(("  %-58s %10.1f"):format("server CPU per delivered message, all (us)", gp.all_cpu_us))
+        end
+        print("  passport.emit{ room = \"all\", event = ... } (every socket joins \"all\"); a delivery answers"
+              .. " the client's pending GET, which then polls again")
+        if gp.dropped and gp.dropped > 0 then
+            print(("  DROPPED: %d polling clients lost during the hold: %s"):format(gp.dropped, cjson.encode(gp.drops)))
+        end
+    end
     print("")
     print("targets:")
     if gs then
@@ -415,6 +519,12 @@ local ok, err = pcall(function()
                       g.filter.ms <= 5 and "met" or "NOT met", g.emit_group,
                       g.emit_group <= 35 and "met" or "NOT met"))
     end
+    if gp then
+        print(("  gateway polling: emit to %d polling-only clients, trigger -> last client %.1f ms (<= 50 ms: %s)")
+              :format(gp.all_n or 0, gp.emit_all, gp.emit_all <= 50 and "met" or "NOT met"))
+        print(("  gateway polling: %d idle polling clients, gateway CPU %.2f %% of one core (<= 5 %%: %s)")
+              :format(gp.held, gp.idle_pct, gp.idle_pct <= 5 and "met" or "NOT met"))
+    end
     print("")
     for _, l in ipairs(logs) do
         if l.lines == 0 then
@@ -425,7 +535,7 @@ local ok, err = pcall(function()
         end
     end
     print(cjson.encode { n = N, rounds = ROUNDS, floor = floor, gateway = g, gateway_sio = gs, socketio = s,
-                         logs = logs })
+                         gateway_poll = gp, poll_n = POLL_N, poll_idle = POLL_IDLE, logs = logs })
 end)
 redis:stop()
 sh("rm -rf " .. dir)

@@ -886,13 +886,15 @@ local function report(results)
                       :format(sp.cpu_us, x, key, n.cpu_us, x <= 0.25 and "met" or "NOT met", sp.conn,
                               sp.conn / n.conn, n.conn))
                 if sp.open and n.open then
-                    print(("  sio-poll        open loop at %s/s: p50 %.2f ms, p99 %.2f ms; %s: p50 %.2f ms, p99 %.2f ms")
+                    print(("  sio-poll        open loop at %s/s: p50 %.2f ms, p99 %.2f ms;"
+                           .. " %s: p50 %.2f ms, p99 %.2f ms")
                           :format(RATE, sp.open.p50, sp.open.p99, key, n.open.p50, n.open.p99))
                 end
             end
         end
         if sio then
-            print(("  sio-poll        against its WebSocket-only row (2s): CPU/connection %.2fx (%.0f us), conn/s %.2fx")
+            print(("  sio-poll        against its WebSocket-only row (2s): CPU/connection %.2fx (%.0f us),"
+                   .. " conn/s %.2fx")
                   :format(sp.cpu_us / sio.cpu_us, sio.cpu_us, sp.conn / sio.conn))
         end
         if sp.errors > 0 or (sp.open and sp.open.failed > 0) then

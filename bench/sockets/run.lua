@@ -216,8 +216,9 @@ local function start_gateway(path, opts)
                 -- outside the timed emit, and without per-socket state
                 local passport = require "resty.passport"
                 local m = ngx.var.arg_m
+                local function any() return true end
                 ngx.shared.bench:set("expect", m == "user" and #passport.sockets_of(0)
-                                               or m == "all" and #passport.filter_sockets_by_user(function() return true end)
+                                               or m == "all" and #passport.filter_sockets_by_user(any)
                                                or #passport.filter_sockets_by_user(even))
                 ngx.print("ok")
             }
@@ -481,8 +482,9 @@ local ok, err = pcall(function()
           .. "; store multiplex = " .. tostring(MULTIPLEX))
     if gp then
         print("")
-        print(("gateway polling: %d socket.io clients on long-polling only (transports: [\"polling\"]; loadgen -l, one"
-               .. " GET pending each; pingInterval 25 s); the gw sio conf + lua_shared_dict passport_eio %s, one worker")
+        print(("gateway polling: %d socket.io clients on long-polling only (transports: [\"polling\"]; loadgen -l,"
+               .. " one GET pending each; pingInterval 25 s); the gw sio conf + lua_shared_dict passport_eio %s,"
+               .. " one worker")
               :format(gp.held, POLL_DICT))
         print(("  %-58s %10.3f"):format("RSS per idle polling client (kB)", gp.rss_conn))
         print(("  %-58s %10.3f"):format("  Lua heap per client (kB)", gp.lua_conn))

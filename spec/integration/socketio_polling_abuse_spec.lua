@@ -73,6 +73,11 @@ describe("socket.io long-polling under abuse (2 workers)", function()
         client_max_body_size 1m;
         client_body_buffer_size 1m;
         location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
+        # the README's recommended directive, for case 9
+        location /abortable/ {
+            lua_check_client_abort on;
+            content_by_lua_block { require("support.sio_app").io:serve() }
+        }
         location = /probe { content_by_lua_block { require("support.sio_app").probe() } }
         location = /mem {
             content_by_lua_block {
@@ -739,5 +744,47 @@ describe("socket.io long-polling under abuse (2 workers)", function()
         end
         check(#errors == 0, "error-level log lines:\n" .. table.concat(errors, "\n"))
         verdict()
+    end)
+
+    it("9. with lua_check_client_abort on, a long-poll whose client vanishes closes its session at once",
+       function()
+        local ABORTABLE = "/abortable/?EIO=4&transport=polling"
+        local mark = log_mark()
+        local sids = {}
+        for i = 1, 4 do
+            local sid = handshake(ck.ann)
+            sids[i] = sid
+            local t0 = socket.gettime()
+            local c = send("GET", ABORTABLE .. "&sid=" .. sid, { headers = { Cookie = ck.ann } })
+            socket.sleep(0.03)
+            c:close()
+            -- engine.io: "poll connection closed prematurely"; the session
+            -- is gone long before its ping timeout (500 ms after the handshake)
+            socket.sleep(0.05)
+            local status, body, h = post(sid, ck.ann, "40")
+            local took = socket.gettime() - t0
+            check(status == 400 and body == UNKNOWN_SID and took < 0.3,
+                  ("%.0f ms after the vanished GET, a POST: %s"):format(took * 1000, show(status, body, h)))
+        end
+        -- and mid-POST, under the same directive
+        local sid = handshake(ck.ann)
+        sids[#sids + 1] = sid
+        local c = send("POST", ABORTABLE .. "&sid=" .. sid, {
+            headers = { Cookie = ck.ann }, body = "4012345678", length = 5000 })
+        socket.sleep(0.03)
+        c:close()
+        socket.sleep(0.05)
+        local status, body, h = get(sid, ck.ann)
+        check(status == 400 and body == UNKNOWN_SID, "after the vanished POST, a GET: " .. show(status, body, h))
+        for _, s in ipairs(sids) do made[#made + 1] = s end
+        local ok, reports = drained(DRAIN, sids)
+        check(ok, "left after the vanished clients: " .. describe_reports(reports))
+        local errors = {}
+        for line in log_since(mark):gmatch("[^\n]+") do
+            if line:find("[error]", 1, true) then errors[#errors + 1] = line end
+        end
+        check(#errors == 0, "error-level log lines:\n" .. table.concat(errors, "\n"))
+        verdict()
+        serves_normally()
     end)
 end)

@@ -210,7 +210,11 @@ end
 -- popped, its runners made).
 _M.ensure_host = start_host
 
-function _M.add_home(s) homes[s.id] = s end
+function _M.add_home(s)
+    homes[s.id] = s
+    -- the host may rest: from now on it must read the wake list
+    if host_sema and host_sema:count() < 0 then host_sema:post(1) end
+end
 function _M.remove_home(s) if homes[s.id] == s then homes[s.id] = nil end end
 function _M.home_count()
     local n = 0

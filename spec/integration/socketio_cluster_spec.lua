@@ -14,15 +14,11 @@
 -- another node.  A gateway that cannot serve socket.io fails every case.
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
-local proc = require "support.proc"
+local sio = require "support.sio_specs"
 local socket = require "socket"
 local cjson = require "cjson"
 
 local SECRET = "socketio cluster spec secret"
-local shq = proc.q
-
--- JSON null becomes nil, so fields can be tested plainly.
-local denull = require("support.ws_clients").denull
 
 local function gateway(redis_port)
     return nginx_server.start {
@@ -41,59 +37,6 @@ local function gateway(redis_port)
         location = /who { content_by_lua_block { require("support.sio_app").who_handler() } }
 ]],
     }
-end
-
--- The client scenarios in one background node process, coordinated
--- through files in dir: a scenario's "mark" step writes one (path(name)),
--- its "gate" step waits for the spec to create one (open_gate(name)).
-local function start_clients(dir, list)
-    local self = { dir = dir }
-    function self.path(name) return self.dir .. "/" .. name end
-    local f = assert(io.open(self.dir .. "/in.json", "w"))
-    f:write(cjson.encode(list))
-    f:close()
-    self.pid = tonumber((proc.sh("cd " .. shq(nginx_server.root) .. " && nohup node "
-        .. "spec/support/app/sio_client.js < " .. shq(self.dir .. "/in.json") .. " > "
-        .. shq(self.dir .. "/out.json") .. " 2> " .. shq(self.dir .. "/err.txt") .. " & echo $!")))
-
-
-    function self.wait_marks(names, timeout)
-        local deadline = socket.gettime() + (timeout or 10)
-        for _, name in ipairs(names) do
-            while not proc.read_file(self.path(name)) do
-                if socket.gettime() > deadline then
-                    error("the clients did not reach '" .. name .. "':\n"
-                          .. (proc.read_file(self.path("err.txt")) or ""))
-                end
-                socket.sleep(0.02)
-            end
-        end
-    end
-
-    function self.open_gate(name)
-        local g = assert(io.open(self.path(name), "w"))
-        g:write("go")
-        g:close()
-    end
-
-    function self.result(timeout)
-        local deadline = socket.gettime() + (timeout or 10)
-        while socket.gettime() < deadline do
-            local text = proc.read_file(self.path("out.json")) or ""
-            if text:sub(-1) == "\n" then
-                return denull(cjson.decode(text))
-            end
-            socket.sleep(0.02)
-        end
-        error("the clients gave no result:\n" .. (proc.read_file(self.path("err.txt")) or ""))
-    end
-
-    function self.stop()
-        if self.pid and proc.alive(self.pid) then proc.sh("kill " .. self.pid) end
-        if self.dir:match("^/tmp/passport%-") then proc.sh("rm -rf " .. shq(self.dir)) end
-    end
-
-    return self
 end
 
 describe("socket.io across workers and gateway nodes", function()
@@ -170,7 +113,7 @@ describe("socket.io across workers and gateway nodes", function()
                                 cookie = cookies[p[2]], reconnection = true, steps = steps,
                                 deadline = 30000 }
         end
-        clients = start_clients(dir, list)
+        clients = sio.start_clients(dir, list)
         clients.wait_marks(marks, 15)
 
         for _, e in ipairs(EMITS) do
@@ -202,16 +145,7 @@ describe("socket.io across workers and gateway nodes", function()
     teardown(function()
         if clients then clients.stop() end
         for _, node in ipairs { a, b } do
-            if node then
-                local log = node:error_log()
-                node:stop()
-                if not gw_err then
-                    for _, bad in ipairs { "%[alert%]", "%[crit%]", "%[emerg%]", "runtime error",
-                                           "entry thread aborted", "exited on signal" } do
-                        assert(not log:match(bad), "a gateway's error log has " .. bad .. ":\n" .. log)
-                    end
-                end
-            end
+            if node then sio.stop_gateway(node, not gw_err, "a gateway's") end
         end
         if redis then redis:stop() end
     end)

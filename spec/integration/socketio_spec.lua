@@ -10,94 +10,26 @@
 -- requires the gateway's to be the same.  One real redis-server holds the
 -- sessions for both; the gateway runs 2 workers.  Heartbeats are short
 -- (pingInterval 300 ms, pingTimeout 200 ms), connectTimeout is 1 s and the
--- default ack timeout 700 ms, in both servers.
+-- default ack timeout 700 ms, in both servers (SETTINGS in
+-- spec/support/sio_specs.lua, whose helpers these specs share).
 --
 -- When the gateway cannot serve socket.io (no resty.passport.socketio yet),
 -- the reference half of each case still runs and is checked, and then the
 -- case fails with the reason: nothing is skipped.
 local redis_server = require "support.redis_server"
-local nginx_server = require "support.nginx_server"
-local proc = require "support.proc"
 local ws = require "support.ws_raw"
+local sio = require "support.sio_specs"
 local cookie = require "resty.passport.cookie"
 local socket = require "socket"
 local cjson = require "cjson"
 
 local SECRET = "socketio spec secret"
-local PING_INTERVAL, PING_TIMEOUT, CONNECT_TIMEOUT, ACK_TIMEOUT = 300, 200, 1000, 700
-local GOOD_ORIGIN = "http://good.example"
 local EIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
-local shq = proc.q
-local ROOT = nginx_server.root
-
 ---------------------------------------------------------------------------
--- Helpers: JSON, the Node processes, raw clients.
+-- Helpers: raw clients (the rest is spec/support/sio_specs.lua's).
 
--- JSON null becomes nil, so fields can be tested plainly.
-local denull = require("support.ws_clients").denull
-
-local function start_reference(redis_port)
-    local self = { port = proc.free_port(), log = os.tmpname() }
-    local env = {
-        PORT = self.port, REDIS_PORT = redis_port, SECRET = SECRET,
-        PING_INTERVAL = PING_INTERVAL, PING_TIMEOUT = PING_TIMEOUT,
-        CONNECT_TIMEOUT = CONNECT_TIMEOUT, ACK_TIMEOUT = ACK_TIMEOUT, ORIGINS = GOOD_ORIGIN,
-    }
-    local vars = {}
-    for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. shq(v) end
-    self.pid = tonumber((proc.sh("cd " .. shq(ROOT) .. " && " .. table.concat(vars, " ")
-        .. " nohup node spec/support/app/sio_reference.js > " .. shq(self.log) .. " 2>&1 & echo $!")))
-    local deadline = socket.gettime() + 15
-    while socket.gettime() < deadline do
-        local text = proc.read_file(self.log) or ""
-        if text:match("listening %d+") then
-            function self.stop()
-                proc.sh("kill " .. self.pid)
-                os.remove(self.log)
-            end
-            return self
-        end
-        if not proc.alive(self.pid) then error("sio_reference.js exited:\n" .. text) end
-        socket.sleep(0.05)
-    end
-    proc.sh("kill " .. self.pid)
-    error("sio_reference.js did not start:\n" .. (proc.read_file(self.log) or ""))
-end
-
--- Runs scenarios in one node process (concurrently); returns their outcomes.
-local function run_clients(list)
-    local file = os.tmpname()
-    local f = assert(io.open(file, "w"))
-    f:write(cjson.encode(list))
-    f:close()
-    local out = proc.sh("cd " .. shq(ROOT) .. " && node spec/support/app/sio_client.js < " .. shq(file))
-    os.remove(file)
-    local last
-    for line in out:gmatch("[^\n]+") do last = line end
-    local ok, res = pcall(cjson.decode, last or "")
-    assert(ok and type(res) == "table", "sio_client.js said:\n" .. out)
-    return denull(res)
-end
-
--- A plain HTTP/1.0 GET to any port: status, body, headers (lower-case names).
-local function http_get(port, path, headers)
-    local c = socket.tcp()
-    c:settimeout(5)
-    assert(c:connect("127.0.0.1", port))
-    local req = { "GET " .. path .. " HTTP/1.0\r\nHost: 127.0.0.1\r\n" }
-    for k, v in pairs(headers or {}) do req[#req + 1] = k .. ": " .. v .. "\r\n" end
-    req[#req + 1] = "\r\n"
-    c:send(table.concat(req))
-    local raw, _, partial = c:receive("*a")
-    c:close()
-    raw = raw or partial or ""
-    local head, body = raw:match("^(.-)\r\n\r\n(.*)$")
-    assert(head, "bad response: " .. raw)
-    local h = {}
-    for k, v in head:gmatch("\r\n([^:\r\n]+):%s*([^\r\n]*)") do h[k:lower()] = v end
-    return tonumber(head:match("^HTTP/%d%.%d (%d+)")), body, h
-end
+local http_get, next_frame, parse, shape = sio.http_get, sio.next_frame, sio.parse, sio.shape
 
 -- A WebSocket upgrade request whose answer is read raw.  A "101"
 -- followed in-band by an HTTP response counts as that response: engine.io
@@ -137,27 +69,6 @@ local function upgrade_raw(port, path)
     return status, body, h or {}
 end
 
--- The next Engine.IO packet from a raw client, answering pings: the frame
--- ({ opcode, payload }), or nil and "close <code>" / "closed" / "timeout".
-local function next_frame(c, timeout)
-    local deadline = socket.gettime() + (timeout or 2)
-    while true do
-        local left = deadline - socket.gettime()
-        if left <= 0 then return nil, "timeout" end
-        local f, err = c:read_frame(left)
-        if not f then return nil, err end
-        if f.opcode == 8 then
-            local code = #f.payload >= 2 and (f.payload:byte(1) * 256 + f.payload:byte(2)) or nil
-            return nil, "close " .. tostring(code)
-        end
-        if f.opcode == 1 and f.payload == "2" then
-            c:send_frame("text", "3")
-        elseif f.opcode == 1 or f.opcode == 2 then
-            return f
-        end
-    end
-end
-
 -- How raw connections end, watched together: for each, "close <code>" (a
 -- close frame; code nil for an empty payload) or "eof", and after how many
 -- seconds (from the call); "open" when it did not within timeout.  Pings
@@ -183,61 +94,16 @@ local function endings(conns, timeout)
     return how, after
 end
 
--- Parses a Socket.IO packet in an Engine.IO message: { eio, type, att,
--- nsp, id, data } (data JSON-decoded, nil when absent).
-local function parse(payload)
-    local p = { eio = payload:sub(1, 1) }
-    if p.eio ~= "4" then
-        p.text = payload:sub(2)
-        return p
-    end
-    local s = payload:sub(2)
-    p.type = tonumber(s:sub(1, 1))
-    local i = 2
-    if p.type == 5 or p.type == 6 then
-        local n, j = s:match("^(%d+)%-()", i)
-        p.att, i = tonumber(n), j
-    end
-    if s:sub(i, i) == "/" then
-        local comma = s:find(",", i, true)
-        p.nsp = s:sub(i, (comma or #s + 1) - 1)
-        i = comma and comma + 1 or #s + 1
-    else
-        p.nsp = "/"
-    end
-    local id, j = s:match("^(%d+)()", i)
-    if id then p.id, i = tonumber(id), j end
-    if i <= #s then
-        local ok, v = pcall(cjson.decode, s:sub(i))
-        p.data = ok and denull(v) or { unparsed = s:sub(i) }
-    end
-    return p
-end
-
--- The shape of a packet for comparing two servers: random ids become their
--- type, ack ids "number".
-local function shape(p)
-    local out = {}
-    for k, v in pairs(p) do out[k] = v end
-    if out.id then out.id = "number" end
-    if type(out.data) == "table" and type(out.data.sid) == "string" then
-        out.data = { sid = "string" }
-    end
-    return out
-end
-
 ---------------------------------------------------------------------------
 
 describe("socket.io: the gateway agrees with socket.io 4.8 + passport.socketio", function()
     local redis, ref, gw, gw_err
     local cookies = {}
-    local servers
-    local ntag = 0
+    local servers = {}
 
-    local function tag(name)
-        ntag = ntag + 1
-        return name .. "-" .. ntag
-    end
+    local cmp = sio.comparison(servers)
+    local need_gateway, both, agree, on_both = cmp.need_gateway, cmp.both, cmp.agree, cmp.on_both
+    local events, server_log, scenario, tag = sio.events, sio.server_log, sio.scenario, sio.tag
 
     local function ck(name)
         return cookies[name]
@@ -263,157 +129,16 @@ describe("socket.io: the gateway agrees with socket.io 4.8 + passport.socketio",
         cookies.unsigned = "connect.sid=sid-ann"
         cookies.other_secret = "connect.sid=" .. cookie.sign("sid-ann", "not the secret")
 
-        ref = start_reference(redis.port)
-
-        local ok, res = pcall(nginx_server.start, {
-            workers = 2,
-            http = ([[
-    lua_shared_dict sio_log 1m;
-    init_by_lua_block {
-        require("support.sio_app").configure {
-            redis_port = %d, secret = %q, origins = { %q },
-            ping_interval = %d, ping_timeout = %d, connect_timeout = %d, ack_timeout = %d,
-        }
-    }
-]]):format(redis.port, SECRET, GOOD_ORIGIN, PING_INTERVAL, PING_TIMEOUT, CONNECT_TIMEOUT,
-           ACK_TIMEOUT),
-            server = [[
-        location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
-        location = /log { content_by_lua_block { require("support.sio_app").log_handler() } }
-        location = /probe { content_by_lua_block { require("support.sio_app").probe() } }
-]],
-        })
-        if not ok then
-            gw_err = "nginx did not start: " .. tostring(res)
-        else
-            gw = res
-            -- each worker builds its io on first use: ask a few times
-            for _ = 1, 4 do
-                local _, body = http_get(gw.port, "/probe")
-                if body ~= "ok" then
-                    gw_err = "the gateway cannot serve socket.io: " .. tostring(body)
-                    break
-                end
-            end
-        end
-        servers = { ref = { port = ref.port, url = "http://127.0.0.1:" .. ref.port, name = "ref" } }
-        if gw and not gw_err then
-            servers.gw = { port = gw.port, url = "http://127.0.0.1:" .. gw.port, name = "gw" }
-        end
+        ref = sio.start_reference(redis.port, { SECRET = SECRET })
+        gw, gw_err = sio.start_gateway(redis.port, { SECRET = SECRET }, { workers = 2 })
+        cmp.set(ref, gw, gw_err)
     end)
 
     teardown(function()
-        if gw then
-            local log = gw:error_log()
-            gw:stop()
-            if not gw_err then
-                for _, bad in ipairs { "%[alert%]", "%[crit%]", "%[emerg%]", "runtime error",
-                                       "entry thread aborted", "exited on signal" } do
-                    assert(not log:match(bad), "the gateway's error log has " .. bad .. ":\n" .. log)
-                end
-            end
-        end
+        if gw then sio.stop_gateway(gw, not gw_err) end
         if ref then ref.stop() end
         if redis then redis:stop() end
     end)
-
-    -- The gateway half: fails (never pends) when the gateway cannot serve.
-    local function need_gateway()
-        assert(servers.gw, "gateway half not run: " .. tostring(gw_err))
-    end
-
-    -- Runs make(server) for the reference and the gateway in one node
-    -- process.  make returns one scenario or a list; the result is two
-    -- lists (the gateway's nil when it cannot serve).
-    local function both(make)
-        local lists, all = {}, {}
-        for _, which in ipairs { "ref", "gw" } do
-            local srv = servers[which]
-            if srv then
-                local l = make(srv)
-                if l.steps then l = { l } end
-                lists[which] = { first = #all + 1, n = #l }
-                for _, sc in ipairs(l) do all[#all + 1] = sc end
-            end
-        end
-        local out = run_clients(all)
-        local res = {}
-        for which, at in pairs(lists) do
-            res[which] = {}
-            for i = 1, at.n do res[which][i] = out[at.first + i - 1] end
-        end
-        return res.ref, res.gw
-    end
-
-    -- Not compared: timing (checked where it matters, with a tolerance),
-    -- how many pings came or went unanswered, error descriptions, names.
-    local TIMING = { at = true, t = true, done_at = true, ack_at = true, pings = true,
-                     pongs_dropped = true, description = true, name = true }
-    local function strip(v)
-        if type(v) ~= "table" then return v end
-        local o = {}
-        for k, x in pairs(v) do
-            if not TIMING[k] then o[k] = strip(x) end
-        end
-        return o
-    end
-
-    -- Where two values differ: a list of "path: reference | gateway" lines.
-    local function diff(a, b, path, out)
-        out = out or {}
-        path = path or ""
-        if type(a) == "table" and type(b) == "table" then
-            local keys = {}
-            for k in pairs(a) do keys[k] = true end
-            for k in pairs(b) do keys[k] = true end
-            for k in pairs(keys) do diff(a[k], b[k], path .. "." .. tostring(k), out) end
-        elseif a ~= b then
-            local function show(v)
-                return type(v) == "table" and cjson.encode(v) or tostring(v)
-            end
-            out[#out + 1] = path .. ": reference " .. show(a) .. " | gateway " .. show(b)
-        end
-        return out
-    end
-
-    -- The gateway's outcomes must equal the reference's, timing aside.
-    local function agree(ref_out, gw_out)
-        need_gateway()
-        local d = diff(strip(ref_out), strip(gw_out))
-        table.sort(d)
-        assert(#d == 0, "the gateway differs from the reference:\n" .. table.concat(d, "\n"))
-    end
-
-    local function events(out, s, name)
-        local list = {}
-        for _, e in ipairs(out.sockets[s or "main"].events) do
-            if not name or e.event == name then list[#list + 1] = e end
-        end
-        return list
-    end
-
-    -- The server-side log of a tag, once it has at least n entries (within 1 s).
-    local function server_log(srv, t, n)
-        local log
-        for _ = 1, 50 do
-            local _, body = http_get(srv.port, "/log?tag=" .. t)
-            log = cjson.decode(body)
-            if #log >= (n or 0) then break end
-            socket.sleep(0.02)
-        end
-        return log
-    end
-
-    -- A scenario for srv: an "open" step that connects also waits for the
-    -- app's greeting (expect = false to not), so outcomes do not race it.
-    local function scenario(srv, fields)
-        fields.url = srv.url
-        for _, st in ipairs(fields.steps) do
-            if st.op == "open" and st.expect == nil then st.expect = "hello" end
-            if st.expect == false then st.expect = nil end
-        end
-        return fields
-    end
 
     -----------------------------------------------------------------------
     describe("handshake and authorization", function()
@@ -768,12 +493,6 @@ describe("socket.io: the gateway agrees with socket.io 4.8 + passport.socketio",
                     got[#got + 1] = shape(parse(f.payload))
                 end
             end
-        end
-
-        local function on_both(fn)
-            local r = fn(servers.ref)
-            need_gateway()
-            agree(r, fn(servers.gw))
         end
 
         it("the open packet", function()

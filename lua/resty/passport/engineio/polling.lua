@@ -190,8 +190,9 @@ end
 -- waiting GET alone; else to the next GET after a noop).  Ended otherwise
 -- (the client, its transport, the ping timeout: engine.io's onClose), what
 -- is queued is dropped, a waiting GET gets last ("1"; a noop "6" when the
--- client itself closed) and else the session is gone at once (400 Session
--- ID unknown).  Either way the handler hears of it.
+-- client itself closed, kept a little while for a GET on its way) and
+-- else the session is gone at once (400 Session ID unknown).  Either way
+-- the handler hears of it.
 local function finish(s, last, dropped)
     s.state = "closed"
     if s.timer then
@@ -205,7 +206,9 @@ local function finish(s, last, dropped)
     local state = tbl:state(sid)
     if dropped then
         tbl:clear("o", sid)
-        if state ~= "w" and get_waits(tbl, sid) then
+        -- the client's own close keeps a noop for a GET already on its way
+        -- (engine.io answers that one 400 Session ID unknown)
+        if state ~= "w" and (last == "6" or get_waits(tbl, sid)) then
             tbl:push("o", sid, { last }, 1, HUGE, HUGE, server.ttl)
             tbl:set_state(sid, "c")
             tbl:touch(sid, server.close_ttl)

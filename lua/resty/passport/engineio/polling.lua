@@ -146,12 +146,10 @@ function _M.preflight(server)
     local header = ngx.header
     header["Access-Control-Allow-Methods"] = "GET,HEAD,PUT,PATCH,POST,DELETE"
     local want = ngx.var.http_access_control_request_headers
-    if want then
-        header["Access-Control-Allow-Headers"] = want
-        header["Vary"] = "Origin, Access-Control-Request-Headers"
-    end
+    if want then header["Access-Control-Allow-Headers"] = want end
     ngx.status = 204
     cors(server, header)
+    -- npm cors reflects the requested headers, and says so
     if want then header["Vary"] = "Origin, Access-Control-Request-Headers" end
     header["Content-Length"] = 0
     return ngx.exit(204)

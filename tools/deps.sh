@@ -4,7 +4,7 @@
 # chromium: the browser suite (spec/browser) drives it with playwright-core.
 set -eu
 PKGS="make gcc clang libclang-rt-14-dev valgrind pkg-config git
-luajit2 libluajit2-5.1-dev luarocks lua-busted lua-check lua-cjson lua-socket
+luajit2 libluajit2-5.1-dev luarocks lua-busted lua-check lua-cjson lua-socket lua-messagepack
 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
 redis-server libhiredis-dev libssl-dev nodejs npm wrk
 chromium ${EXTRA_PKGS:-}"

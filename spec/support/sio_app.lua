@@ -7,7 +7,7 @@
 --                           ping_interval = ..., ping_timeout = ..., connect_timeout = ...,
 --                           ack_timeout = ..., origins = { ... } | nil, filters = true,
 --                           transports = nil | { ... }, node = nil | "a", max_payload = 1e6,
---                           send_timeout = nil | s }
+--                           send_timeout = nil | s, emitter_key = nil | "socket.io" }
 --   http:               lua_shared_dict passport_eio 10m;   -- polling (the client's default)
 --   init_worker_by_lua: require("support.sio_app").init_worker()   -- emit/logout subscriber
 --   location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
@@ -80,6 +80,8 @@ function M.init_worker()
         store = M.store(),
         filters = { admins = function(user) return type(user) == "table" and user.role == "admin" end },
         logout = {},
+        -- socket.io's Redis emitter channels (issue #16), when configured
+        socketio_emitter = conf.emitter_key and { key = conf.emitter_key } or nil,
     }
 end
 

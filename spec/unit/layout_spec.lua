@@ -26,6 +26,7 @@ local FLOW = {
     "resty.passport.engineio.upgrade",
     "resty.passport.engineio",
     "resty.passport.socketio",
+    "resty.passport.emitter",
     "resty.passport.logout",
     "resty.passport.bus",
     "resty.passport",

@@ -25,6 +25,7 @@ local parser = require "resty.passport.socketio.parser"
 local pubsub = require "resty.passport.redis.pubsub"
 local registry = require "resty.passport.registry"
 local logout = require "resty.passport.logout"
+local emitter = require "resty.passport.emitter"
 local host = require "resty.passport.host"
 
 local byte = string.byte
@@ -169,14 +170,31 @@ local function bad_filters(filters)
     end
 end
 
--- The subscriber: emit's channel, and logout's keyspace patterns.
-local function subscriber(store, channel, max, lo)
+-- The subscriber: emit's channel, logout's keyspace patterns and the
+-- socket.io emitter's (em: its patterns, when configured).
+local function subscriber(store, channel, max, lo, em)
+    local prepare, on_pmessage
+    if em then
+        prepare = function()
+            local patterns, confirmed
+            if lo then patterns, confirmed = logout.prepare() end
+            patterns = patterns or {}
+            for i = 1, #em do patterns[#patterns + 1] = em[i] end
+            return patterns, confirmed
+        end
+        on_pmessage = function(pattern, channel_, payload)
+            if emitter.on_pmessage(pattern, channel_, payload) then return end
+            if lo then logout.on_event(pattern, channel_, payload) end
+        end
+    elseif lo then
+        prepare, on_pmessage = logout.prepare, logout.on_event
+    end
     return pubsub.new(store, {
         channels = { channel },
         max_message_size = max,
         on_message = on_message,
-        prepare = lo and logout.prepare or nil,
-        on_pmessage = lo and logout.on_event or nil,
+        prepare = prepare,
+        on_pmessage = on_pmessage,
         on_up = lo and logout.on_up or nil,
         on_down = lo and logout.on_down or nil,
         on_exit = close_all,
@@ -209,8 +227,9 @@ function _M.init_worker(opts)
     if phase ~= "init_worker" and phase ~= "timer" then
         error("passport.init_worker must be called from init_worker_by_lua", 2)
     end
+    local em = opts.socketio_emitter ~= nil and emitter.configure(opts.socketio_emitter) or nil
     if lo then logout.start(store, lo) end
-    local ok, err = subscriber(store, channel, max, lo):start()
+    local ok, err = subscriber(store, channel, max, lo, em):start()
     if not ok then
         error("cannot start the passport subscriber: " .. tostring(err), 2)
     end

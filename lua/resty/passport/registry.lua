@@ -31,6 +31,7 @@ local count = 0
 local by_user = {}    -- key -> { [socket] = true }
 local by_sid = {}     -- session id -> { [socket] = true }
 local by_room = {}    -- namespace .. "\0" .. room -> { [socket] = true }
+local by_id = {}      -- socket.id -> socket (socket.io's room of one socket)
 
 local user_key = "id"
 
@@ -121,6 +122,8 @@ function _M.add(socket)
     count = count + 1
     list[count] = socket
     socket._slot = count
+    local id = socket.id
+    if id then by_id[id] = socket end
     if socket._key then index_add(by_user, socket._key, socket) end
     if socket._sid then index_add(by_sid, socket._sid, socket) end
     local rooms = socket.rooms
@@ -142,6 +145,8 @@ function _M.remove(socket)
     list[count] = nil
     count = count - 1
     socket._slot = nil
+    local id = socket.id
+    if id and by_id[id] == socket then by_id[id] = nil end
     if socket._key then index_del(by_user, socket._key, socket) end
     if socket._sid then index_del(by_sid, socket._sid, socket) end
 end
@@ -215,7 +220,8 @@ local function add_entry(out, n, v, nsp)
     return n
 end
 
--- The sockets of namespace nsp in room, on this worker.
+-- The sockets of namespace nsp in room, on this worker: "user:<key>" and
+-- "session:<id>" are every socket's, a socket's id is its own room.
 function _M.of_room(nsp, room)
     local out, n = {}, 0
     local user = match(room, "^user:(.*)$")
@@ -237,7 +243,10 @@ function _M.of_room(nsp, room)
         add_entry(out, 0, by_sid[sid], nsp)
         return out
     end
-    add_entry(out, 0, by_room[nsp .. "\0" .. room], nsp)
+    n = add_entry(out, 0, by_room[nsp .. "\0" .. room], nsp)
+    -- a socket is in the room of its own id, as in socket.io
+    local one = by_id[room]
+    if one and n == 0 and in_nsp(one, nsp) then out[1] = one end
     return out
 end
 

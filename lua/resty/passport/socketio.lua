@@ -259,6 +259,12 @@ function Socket.timeout(s, ms)
     return setmetatable({ socket = s, ms = ms }, Timed)
 end
 
+-- socket:writable(): whether a volatile message would go out now.
+function Socket.writable(s)
+    local conn = s.conn
+    return conn.state == "open" and conn:writable()
+end
+
 function Socket.join(s, room)
     registry.join(s, room)
     return s

@@ -364,6 +364,14 @@ end
 
 Home.pong = pong
 
+-- session:writable(): a request waits to take a message at once (a GET,
+-- or the upgraded WebSocket) and nothing is queued before it.
+function Home.writable(s)
+    if s.state ~= "open" then return false end
+    local tbl, sid = s.server.sessions, s.id
+    return tbl:get("g", sid) ~= nil and tbl:llen("o", sid) == 0
+end
+
 -- polling.class(wire, methods, register) --> the metatable of sessions.
 function _M.class(wire, methods, register)
     local class = { wire = wire, register = register }

@@ -543,6 +543,12 @@ function methods.close(self, code, reason)
     return begin_close(self, code or CLOSE_NORMAL, reason, true)
 end
 
+-- socket:writable(): open with nothing waiting to be written (a volatile
+-- message is for such sockets only).
+function methods.writable(self)
+    return self.state == "open" and self.q_head > self.q_tail
+end
+
 -- socket:pong(): the heartbeat's answer came (a protocol's message hook
 -- calls it); the next ping is ping_interval from now.
 function methods.pong(self)

@@ -46,6 +46,10 @@
  *               report, for several rounds): an HTTP GET of -E on
  *               -Q port; the answer's body (or -e) is how many messages to
  *               expect on the held connections; prints {"event":"emit",...}.
+ *               SIGUSR2 fires the same kind of emit through a second
+ *               trigger, an HTTP GET of -G on -g port (another process,
+ *               e.g. bench-sockets' socket.io Redis emitter publisher),
+ *               timed and reported the same way.
  *   -m script   the fault specs' driver: -f holds one "<path>\t<Cookie value>"
  *               line per connection (no tab: a path, no Cookie header); each
  *               of -r rounds runs every line once, -c at a time, and prints
@@ -99,8 +103,8 @@
  *
  * usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s] [-u | -l]
  *        [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]
- *        [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]
- *        [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]
+ *        [-o ORIGIN] [-E PATH] [-Q PORT] [-G PATH] [-g PORT] [-e COUNT] [-W SEC]
+ *        [-b NADDR] [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -197,10 +201,11 @@ struct result {
 /* options */
 static enum mode mode = M_CONNECT;
 static const char *host = "127.0.0.1";
-static int port, emit_port;
+static int port, emit_port, emit2_port;
 static const char *path = NULL;
 static const char *origin = NULL;
 static const char *emit_path = NULL;
+static const char *emit2_path = NULL; /* the SIGUSR2 trigger (-G, -g) */
 static int sio;
 static enum poll_mode poll_mode = POLL_NONE;
 static int concurrency = 50;
@@ -247,7 +252,7 @@ static long emit_target = -1;
 static double emit_t0, emit_first, emit_last;
 static int emit_state; /* 0 idle, 1 waiting for messages, 2 done */
 
-static volatile sig_atomic_t got_stop, got_usr1;
+static volatile sig_atomic_t got_stop, got_usr1, got_usr2;
 
 static struct conn *head;
 static int ep;
@@ -1391,15 +1396,16 @@ static void check_deadlines(double t)
     }
 }
 
-/* The emit trigger: a blocking HTTP/1.0 GET (short, on loopback). */
-static void fire_emit(void)
+/* The emit trigger: a blocking HTTP/1.0 GET of trigger_path on
+ * trigger_port (short, on loopback). */
+static void fire_emit(const char *trigger_path, int trigger_port)
 {
     char req[512];
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)(emit_port ? emit_port : port));
+    sa.sin_port = htons((uint16_t)(trigger_port ? trigger_port : port));
     inet_pton(AF_INET, host, &sa.sin_addr);
     struct timeval tv = { 10, 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -1412,7 +1418,7 @@ static void fire_emit(void)
         emit_target = 0;
         return;
     }
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", emit_path, host);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", trigger_path, host);
     if (send(fd, req, (size_t)n, MSG_NOSIGNAL) < 0) {
         close(fd);
         emit_state = 2;
@@ -1434,6 +1440,8 @@ static void on_signal(int sig)
 {
     if (sig == SIGUSR1)
         got_usr1 = 1;
+    else if (sig == SIGUSR2)
+        got_usr2 = 1;
     else
         got_stop = 1;
 }
@@ -1466,8 +1474,8 @@ static void usage(void)
     fprintf(stderr,
         "usage: loadgen -p PORT -f COOKIES [-m connect|reject|rate|hold|script] [-s] [-u | -l]\n"
         "  [-R PER_SEC] [-P PATH] [-c CONC] [-d SEC] [-n COUNT] [-N HOLD] [-t SEC] [-T MS]\n"
-        "  [-o ORIGIN] [-E PATH] [-Q PORT] [-e COUNT] [-W SEC] [-b NADDR]\n"
-        "  [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]\n"
+        "  [-o ORIGIN] [-E PATH] [-Q PORT] [-G PATH] [-g PORT] [-e COUNT] [-W SEC]\n"
+        "  [-b NADDR] [-H HOST] [-a close|hold|half|frame|hframe] [-r ROUNDS] [-x] [-v]\n"
         "(the modes and options are described at the top of bench/loadgen.c)\n");
     exit(2);
 }
@@ -1476,7 +1484,7 @@ int main(int argc, char **argv)
 {
     const char *cookie_file = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:f:m:sulR:P:c:d:n:N:t:T:o:E:Q:e:W:b:H:a:r:xv")) != -1) {
+    while ((opt = getopt(argc, argv, "p:f:m:sulR:P:c:d:n:N:t:T:o:E:Q:G:g:e:W:b:H:a:r:xv")) != -1) {
         switch (opt) {
         case 'p': port = atoi(optarg); break;
         case 'f': cookie_file = optarg; break;
@@ -1516,6 +1524,8 @@ int main(int argc, char **argv)
         case 'o': origin = optarg; break;
         case 'E': emit_path = optarg; break;
         case 'Q': emit_port = atoi(optarg); break;
+        case 'G': emit2_path = optarg; break;
+        case 'g': emit2_port = atoi(optarg); break;
         case 'e': emit_expected = atol(optarg); break;
         case 'W': emit_wait = atof(optarg); break;
         case 'b': naddr = atoi(optarg); break;
@@ -1563,6 +1573,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1620,7 +1631,10 @@ int main(int argc, char **argv)
             if (up_printed && emit_path && emit_state != 1
                 && (got_usr1 || (emit_state == 0 && emit_wait >= 0 && t >= up_at + emit_wait))) {
                 got_usr1 = 0;
-                fire_emit();
+                fire_emit(emit_path, emit_port);
+            } else if (up_printed && emit2_path && emit_state != 1 && got_usr2) {
+                got_usr2 = 0;
+                fire_emit(emit2_path, emit2_port);
             }
             if (emit_state == 1 && (emit_seen >= emit_target || now() - emit_t0 > 30)) {
                 emit_state = 2;

@@ -17,11 +17,25 @@
 -- client, pings answered by POST "3"): RSS per client, the gateway's CPU
 -- while they sit idle for POLL_IDLE seconds (pingInterval 25 s), and an
 -- emit to all of them (a room every socket joins), trigger -> last client.
+-- And socket.io's own Redis emitter (issue 16): the gateway sio stack's
+-- init_worker gets socketio_emitter = { key = EMITTER_KEY }, the Node stack
+-- runs @socket.io/redis-adapter on that key (sio.js, EMITTER_KEY; its own
+-- emits then go io.local, the same local work as without the adapter), and
+-- a long-lived Node process (bench/sockets/emitter.js, on the load
+-- generator's CPU, started once) publishes emitter.to("even").emit(...)
+-- with npm @socket.io/redis-emitter when the load generator's second
+-- trigger fires (SIGUSR2 -> its HTTP GET, loadgen -G/-g): the row "emitter
+-- to N/2 of N by room", timed like the others from the trigger to the last
+-- client (so publish -> last client), and the server's CPU per delivered
+-- message over those rounds.
 -- Servers and Redis run on CPU 0, the load generator on CPU 1.
 -- env: N (10000), ROUNDS (7), LOADGEN (build/bench/loadgen), TUNE=0 (nginx's
 -- default buffers), ONLY_GATEWAY=1 (no socket.io), NO_EMIT=1,
 -- STACKS (comma list of floor,ws,sio,poll,node; default all), POLL_N (1000),
--- POLL_IDLE (30 s), POLL_DICT (the passport_eio dict's size, 10m).
+-- POLL_IDLE (30 s), POLL_DICT (the passport_eio dict's size, 10m),
+-- NO_EMITTER=1 (no emitter row: no socketio_emitter in the gateway, no
+-- redis-adapter in Node, no publisher; the run as before issue 16),
+-- EMITTER_KEY (the emitter's key prefix, socket.io).
 package.path = "lua/?.lua;spec/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -40,6 +54,8 @@ local SRV_CPU, GEN_CPU = "0", "1"
 local POLL_N = tonumber(os.getenv("POLL_N") or "1000")
 local POLL_IDLE = tonumber(os.getenv("POLL_IDLE") or "30")
 local POLL_DICT = os.getenv("POLL_DICT") or "10m"
+local EMITTER = not os.getenv("NO_EMITTER") and not os.getenv("NO_EMIT")
+local EMITTER_KEY = os.getenv("EMITTER_KEY") or "socket.io"
 
 local sh = proc.sh
 local function log(...) io.stderr:write(string.format(...), "\n") end
@@ -163,10 +179,10 @@ local function start_gateway(path, opts)
             end }
     }
     init_worker_by_lua_block {
-        require("resty.passport").init_worker { store = store, filters = { even = even } }
+        require("resty.passport").init_worker { store = store, filters = { even = even }%s }
     }
 ]]):format(redis.port, tostring(MULTIPLEX), SECRET, opts.poll and '\n            socket:join("all")' or "",
-          SECRET),
+          SECRET, opts.emitter and (", socketio_emitter = { key = %q }"):format(EMITTER_KEY) or ""),
         server = (os.getenv("SERVER_EXTRA") or "") .. [[
         location = /ws-nostore {
             content_by_lua_block {
@@ -261,25 +277,50 @@ local function start_gateway(path, opts)
              port = nginx.port,
              path = os.getenv("WS_PATH") or path, pids = pids, no_emit = path == "/floor", kind = "nginx",
              sio = sio, emit_path = sio and "/emit-sio" or "/emit", error_log = function() return nginx:error_log() end,
+             emitter = opts.emitter,
              stop = function() nginx:stop() end }
 end
 
-local function start_sio()
-    local port = proc.free_port()
-    local logf = dir .. "/sio.log"
-    local cmd = ("cd %s && PORT=%d REDIS_PORT=%d SECRET=%q taskset -c %s nohup node bench/sockets/sio.js"
-                 .. " > %s 2>&1 & echo $!"):format(nginx_server.root, port, redis.port, SECRET, SRV_CPU, logf)
+-- A Node script in the background on cpu, env its environment ("K=V ...");
+-- its pid once it prints "listening" (an error if it does not in 15 s).
+local function start_node(script, env, cpu, logf)
+    local cmd = ("cd %s && %s taskset -c %s nohup node %s > %s 2>&1 & echo $!")
+                :format(nginx_server.root, env, cpu, script, logf)
     local pid = tonumber((sh(cmd)))
-    local deadline = socket.gettime() + 15
+    local deadline, text = socket.gettime() + 15, ""
     while socket.gettime() < deadline do
         local f = io.open(logf)
-        local text = f and f:read("*a") or ""
+        text = f and f:read("*a") or ""
         if f then f:close() end
-        if text:match("listening") then break end
+        if text:match("listening") then return pid end
         socket.sleep(0.05)
     end
+    sh("kill " .. pid .. " 2>/dev/null")
+    error(script .. " did not start: " .. text)
+end
+
+local function start_sio(opts)
+    opts = opts or {}
+    local port = proc.free_port()
+    local env = ("PORT=%d REDIS_PORT=%d SECRET=%q"):format(port, redis.port, SECRET)
+    if opts.emitter then env = env .. (" EMITTER_KEY=%q"):format(EMITTER_KEY) end
+    local pid = start_node("bench/sockets/sio.js", env, SRV_CPU, dir .. "/sio.log")
     return { name = "socket.io", port = port, path = "/socket.io/?EIO=4&transport=websocket", sio = true,
-             kind = "node", emit_path = "/emit", pids = { pid }, stop = function() sh("kill " .. pid) end }
+             kind = "node", emit_path = "/emit", pids = { pid }, emitter = opts.emitter,
+             stop = function() sh("kill " .. pid) end }
+end
+
+-- The emitter row's app: bench/sockets/emitter.js, started once, on the
+-- load generator's CPU (it is the app, not the server under test; the load
+-- generator waits for its answer, so the two do not run at once).
+local publisher
+local function start_publisher()
+    local port = proc.free_port()
+    local pid = start_node("bench/sockets/emitter.js",
+                           ("PORT=%d REDIS_PORT=%d EMITTER_KEY=%q"):format(port, redis.port, EMITTER_KEY),
+                           GEN_CPU, dir .. "/emitter.log")
+    publisher = { port = port, pid = pid }
+    log("emitter publisher (@socket.io/redis-emitter, key %q) on port %d, pid %d", EMITTER_KEY, port, pid)
 end
 
 ---------------------------------------------------------------------------
@@ -289,12 +330,21 @@ end
 -- generator gen (p its output): the median trigger -> last delivery (ms)
 -- of all rounds but the first (a warm-up); r gets <mode>_n and
 -- <mode>_cpu_us (server CPU per delivered message).
+-- Mode "emitter": the publisher's trigger (SIGUSR2) instead of the stack's,
+-- to the room "even", expecting the room's size the room emits counted.
 local function emits(stack, p, gen, r, mode)
-    http_get(stack.port, "/mode?m=" .. mode)
+    local signal = "USR1"
+    if mode == "emitter" then
+        assert(http_get(publisher.port, "/expect/even/" .. tostring(r.room_n)) == "ok",
+               "emitter publisher: /expect")
+        signal = "USR2"
+    else
+        http_get(stack.port, "/mode?m=" .. mode)
+    end
     local times = {}
     local cpu0, delivered = cpu_s(stack.pids), 0
     for i = 1, ROUNDS do
-        sh("kill -USR1 " .. gen)
+        sh("kill -" .. signal .. " " .. gen)
         local e = cjson.decode(p:read("*l") or "null")
         log("  emit %s: %s", mode, cjson.encode(e))
         assert(e and e.event == "emit" and e.received == e.expected,
@@ -315,6 +365,7 @@ local function run(stack)
     local lua0 = stack.kind == "nginx" and tonumber(http_get(stack.port, "/luamem"))
     local args = ("-p %d -P '%s'%s -f %s -m hold -N %d -c 100 -T 60000 -b 8 -E %s -Q %d")
                  :format(stack.port, stack.path, stack.sio and " -s" or "", COOKIES, N, stack.emit_path, stack.port)
+    if stack.emitter then args = args .. (" -G /emit -g %d"):format(publisher.port) end
     local p = assert(io.popen("echo $$; exec taskset -c " .. GEN_CPU .. " " .. LOADGEN .. " " .. args))
     local gen = tonumber(p:read("*l"))
     log("%s on port %d: loadgen %s holding %d (%s)", stack.name, stack.port, tostring(gen), N, args)
@@ -337,6 +388,11 @@ local function run(stack)
     else
         r.emit_group = emits(stack, p, gen, r, "room")
         r.emit_user = emits(stack, p, gen, r, "user")
+        if stack.emitter then
+            r.emit_emitter = emits(stack, p, gen, r, "emitter")
+            log("%-9s emitter to %d of %d by room: %.1f ms; server CPU %.1f us per delivered message", stack.name,
+                r.emitter_n, N, r.emit_emitter, r.emitter_cpu_us)
+        end
     end
     sh("kill -TERM " .. gen)
     p:read("*a")
@@ -431,10 +487,13 @@ local ok, err = pcall(function()
     local starts = {
         { "floor", function() return start_gateway("/floor") end },
         { "ws", function() return start_gateway("/ws") end },
-        { "sio", function() return start_gateway("/socket.io/?EIO=4&transport=websocket") end },
+        { "sio", function() return start_gateway("/socket.io/?EIO=4&transport=websocket", { emitter = EMITTER }) end },
         { "poll", function() return start_gateway("/socket.io/?EIO=4", { poll = true }) end },
-        { "node", start_sio },
+        { "node", function() return start_sio { emitter = EMITTER } end },
     }
+    if EMITTER and (wanted("sio") or (wanted("node") and not os.getenv("ONLY_GATEWAY"))) then
+        start_publisher()
+    end
     for _, st in ipairs(starts) do
         if wanted(st[1]) and not (st[1] == "node" and os.getenv("ONLY_GATEWAY")) then
             local stack = st[2]()
@@ -478,6 +537,14 @@ local ok, err = pcall(function()
           .. " socket.io: io.to(\"even\").emit")
     line("emit to one user, its client (ms)", function(r) return r.emit_user ~= 0 and r.emit_user or nil end)
     line("server CPU per delivered message, group (us)", function(r) return r.room_cpu_us end, "%.1f")
+    if (gs and gs.emit_emitter) or (s and s.emit_emitter) then
+        line(("emitter to %d of %d by room (ms)"):format(((gs or s) or {}).emitter_n or 0, N),
+             function(r) return r.emit_emitter end)
+        print(("  publish -> last client: emitter.to(\"even\").emit from @socket.io/redis-emitter 5.1 (key %q) in a"
+               .. " Node process on CPU %s; gw sio: init_worker{ socketio_emitter }; socket.io:"
+               .. " @socket.io/redis-adapter 8.3"):format(EMITTER_KEY, GEN_CPU))
+        line("server CPU per delivered message, emitter (us)", function(r) return r.emitter_cpu_us end, "%.1f")
+    end
     print("gateway directives: " .. (TUNE ~= "" and TUNE:gsub("\n", "") or "nginx defaults (TUNE=0)")
           .. "; store multiplex = " .. tostring(MULTIPLEX))
     if gp then
@@ -513,6 +580,16 @@ local ok, err = pcall(function()
             print(("  gateway socket.io: emit to %d of %d by room %.1f ms = %.2f of socket.io's %.1f ms (<= 0.5: %s)")
                   :format(gs.room_n, N, gs.emit_group, x, s.emit_group, x <= 0.5 and "met" or "NOT met"))
         end
+        if s and gs.emit_emitter and s.emit_emitter and s.emit_emitter > 0 then
+            local x = gs.emit_emitter / s.emit_emitter
+            print(("  gateway socket.io: emitter to %d of %d by room, publish -> last client %.1f ms = %.2f of"
+                   .. " socket.io + redis-adapter's %.1f ms (<= 0.5: %s)")
+                  :format(gs.emitter_n, N, gs.emit_emitter, x, s.emit_emitter, x <= 0.5 and "met" or "NOT met"))
+            x = gs.emitter_cpu_us / s.emitter_cpu_us
+            print(("  gateway socket.io: emitter, server CPU per delivered message %.1f us = %.2f of"
+                   .. " socket.io + redis-adapter's %.1f us (<= 0.5: %s)")
+                  :format(gs.emitter_cpu_us, x, s.emitter_cpu_us, x <= 0.5 and "met" or "NOT met"))
+        end
     end
     if g then
         print(("  gateway ws: RSS per idle authorized connection %.2f kB (<= 8 kB: %s); filter %.3f ms (<= 5 ms: %s);"
@@ -537,8 +614,10 @@ local ok, err = pcall(function()
         end
     end
     print(cjson.encode { n = N, rounds = ROUNDS, floor = floor, gateway = g, gateway_sio = gs, socketio = s,
-                         gateway_poll = gp, poll_n = POLL_N, poll_idle = POLL_IDLE, logs = logs })
+                         gateway_poll = gp, poll_n = POLL_N, poll_idle = POLL_IDLE, logs = logs,
+                         emitter = publisher and { key = EMITTER_KEY } or nil })
 end)
+if publisher then sh("kill " .. publisher.pid .. " 2>/dev/null") end
 redis:stop()
 sh("rm -rf " .. dir)
 if not ok then

@@ -7,7 +7,12 @@
 //   GET /mode?m=room|user
 //   GET /filter  the same predicate over every socket (the passport.socketio
 //                filterSocketsByUser way): {"ms": per call, "matched": n}
-// env: PORT, REDIS_PORT, SECRET.
+// With EMITTER_KEY set, the server also runs @socket.io/redis-adapter on
+// that key, so what @socket.io/redis-emitter publishes there (bench-sockets'
+// emitter row, bench/sockets/emitter.js) reaches its sockets.  /emit then
+// emits with io.local: the same local delivery as without the adapter, and
+// no publish of its own, so the other rows measure the same work either way.
+// env: PORT, REDIS_PORT, SECRET, EMITTER_KEY (unset: no adapter).
 'use strict';
 const http = require('http');
 const express = require('express');
@@ -31,6 +36,23 @@ async function main() {
   const app = express();
   const server = http.createServer(app);
   const io = new Server(server);
+  const emitterKey = process.env.EMITTER_KEY;
+  if (emitterKey) {
+    const { createAdapter } = require('@socket.io/redis-adapter');
+    const pub = client.duplicate();
+    const sub = client.duplicate();
+    await Promise.all([pub.connect(), sub.connect()]);
+    const numpat = async () => Number(await client.sendCommand(['PUBSUB', 'NUMPAT']));
+    const before = await numpat();
+    io.adapter(createAdapter(pub, sub, { key: emitterKey }));
+    // the adapter subscribes without a promise to wait for: wait until Redis
+    // counts its pattern, so "listening" means an emitter publish arrives
+    for (let i = 0; i < 200; i++) {
+      if (await numpat() > before) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  const broadcaster = emitterKey ? io.local : io;
   const onlyForHandshake = (mw) => (req, res, next) => (req._query.sid === undefined ? mw(req, res, next) : next());
   io.engine.use(onlyForHandshake(sessionMiddleware));
   io.engine.use(onlyForHandshake(passport.session()));
@@ -49,7 +71,7 @@ async function main() {
   app.get('/emit', (req, res) => {
     const room = mode === 'room' ? 'even' : 'user:0';
     const n = (io.sockets.adapter.rooms.get(room) || new Set()).size;
-    io.to(room).emit('news', { n });
+    broadcaster.to(room).emit('news', { n });
     res.end(String(n));
   });
   app.get('/filter', (req, res) => {

@@ -129,15 +129,26 @@ describe("redis pubsub inside nginx", function()
                        nginx:error_log())
     end)
 
-    it("reconnects after a refused message, and after a raising prepare", function()
+    it("drops a message over max_message_size and stays subscribed; reconnects after a raising prepare",
+       function()
         redis:call("PUBLISH", "c1", ("x"):rep(200))
-        assert.equal("down true value of 200 bytes exceeds the limit (100)", await("^down true"))
+        redis:call("PUBLISH", "c1", ("y"):rep(300))
+        redis:call("PUBLISH", "c1", "next")
+        -- the next message comes on the same connection: no reconnect
+        await("^message c1 next$")
+        for _, s in ipairs(seen) do assert.is_nil(s:match("^down"), s) end
+        local log = nginx:error_log()
+        assert.matches("passport: subscriber dropped a message of 200 bytes on c1: over max_message_size "
+                       .. "%(100%)", log)
+        -- one line, not one per message
+        assert.is_nil(log:match("dropped a message of 300"))
+        -- a reconnect runs prepare again, which raises the second time
+        assert.equal(1, redis:call("CLIENT", "KILL", "TYPE", "pubsub"))
+        await("^down true closed$")
         await("^prepare 2$")
         assert.matches("^down false prepare raised: .*boom in prepare", await("^down false"))
         await("^prepare 3$")
         assert.equal("up true", await("^up "))
-        assert.matches("passport: subscriber disconnected %(value of 200 bytes exceeds the limit "
-                       .. "%(100%)%); reconnecting in 0.1 s", nginx:error_log())
         redis:call("PUBLISH", "c1", "back")
         await("^message c1 back$")
     end)

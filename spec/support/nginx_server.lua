@@ -8,6 +8,8 @@
 --       main = "...",          -- main-context directives
 --       http = "...",          -- http-context directives (init_by_lua_block...)
 --       server = "...",        -- inside the server { listen 127.0.0.1:<port>; }
+--       listen = "reuseport",  -- more parameters of that listen (default none;
+--                              -- reuseport spreads connections over the workers)
 --       log_level = "info",    -- error_log level (default "info")
 --   }
 --   nginx.port, nginx.prefix, nginx.pid
@@ -72,7 +74,7 @@ http {
     lua_package_cpath "{{root}}/build/?.so;;";
 {{http}}
     server {
-        listen 127.0.0.1:{{port}};
+        listen 127.0.0.1:{{port}}{{listen}};
 {{server}}
     }
 }
@@ -153,6 +155,7 @@ function M.start(opts)
         main = opts.main or "",
         http = opts.http or "",
         server = opts.server or "",
+        listen = opts.listen and " " .. opts.listen or "",
         root = M.root,
         port = tostring(self.port),
     }

@@ -89,26 +89,40 @@ end
 -- test application (spec/support/sio_app.lua), configured like the
 -- reference (SETTINGS, env's entries overriding them: SECRET, ORIGINS and
 -- the four timings), with the locations /socket.io/, /log and /probe, and
--- opts.http and opts.server added to its http{} and server{}.  Each
+-- opts.http and opts.server added to its http{} and server{}; opts.configure
+-- (a table of strings, numbers and booleans: more of sio_app.configure's
+-- fields, e.g. emitter_key) and opts.init_worker (true: sio_app.init_worker()
+-- in init_worker_by_lua, the emit/logout/emitter subscriber), opts.listen
+-- (more listen parameters: "reuseport").  Each
 -- worker builds its io on first use: /probe is asked 2 * workers times.
 -- Returns the nginx, and why it cannot serve socket.io when it cannot (the
 -- nginx is nil when it did not start).
 function M.start_gateway(redis_port, env, opts)
     local workers = opts.workers or 1
     env = settings(env)
+    local more = {}
+    for k, v in pairs(opts.configure or {}) do
+        more[#more + 1] = ("%s = %s,"):format(k, type(v) == "string" and ("%q"):format(v) or tostring(v))
+    end
+    table.sort(more)
     local ok, res = pcall(nginx_server.start, {
         workers = workers,
         log_level = opts.log_level,
+        listen = opts.listen,
         http = ([[
     lua_shared_dict sio_log 1m;
     init_by_lua_block {
         require("support.sio_app").configure {
             redis_port = %d, secret = %q, origins = { %q },
             ping_interval = %d, ping_timeout = %d, connect_timeout = %d, ack_timeout = %d,
+            %s
         }
     }
 ]]):format(redis_port, env.SECRET, env.ORIGINS, env.PING_INTERVAL, env.PING_TIMEOUT, env.CONNECT_TIMEOUT,
-           env.ACK_TIMEOUT) .. (opts.http or ""),
+           env.ACK_TIMEOUT, table.concat(more, " "))
+            .. (opts.init_worker and [[
+    init_worker_by_lua_block { require("support.sio_app").init_worker() }
+]] or "") .. (opts.http or ""),
         server = [[
         location /socket.io/ { content_by_lua_block { require("support.sio_app").io:serve() } }
         location = /log { content_by_lua_block { require("support.sio_app").log_handler() } }

@@ -126,9 +126,11 @@ describe("emitter", function()
     it("keeps nulls and makes binary attachments; a plain WebSocket gets the JSON", function()
         local s = socket("S")
         local plain = socket("P", { plain = true })
-        pmessage("socket.io#/#", broadcast("/", { item("n"), NIL, item({ 1, 2 }) }))
-        assert.same({ 'E:2["n",null,[1,2]]' }, s.got)
-        assert.same({ 'T:["n",null,[1,2]]' }, plain.got)
+        -- an empty array stays [] and an empty map {}; numbers exact
+        pmessage("socket.io#/#", broadcast("/", { item("n"), NIL, item({ 1, 2 }), "\x90", "\x80",
+                                                  item(0.1 + 0.2) }))
+        assert.same({ 'E:2["n",null,[1,2],[],{},0.30000000000000004]' }, s.got)
+        assert.same({ 'T:["n",null,[1,2],[],{},0.30000000000000004]' }, plain.got)
         pmessage("socket.io#/#", broadcast("/", { item("b"), bin8("\0\1\2") }))
         assert.equal('E:51-["b",{"_placeholder":true,"num":0}]|1:\0\1\2', s.got[2])
         -- no JSON for binary: the plain WebSocket is skipped

@@ -177,6 +177,33 @@ describe("resp.parser", function()
         assert.equal("protocol error", err_of("$2\r\nabXY"))
     end)
 
+    it("skips an oversize value when asked (the subscriber), and goes on in step", function()
+        local big = ("x"):rep(300)
+        local stream = "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$2\r\nch\r\n$300\r\n" .. big .. "\r\n"
+                       .. "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nok\r\n"
+        for cut = 1, #stream - 1, 37 do
+            local p = resp.parser(100, nil, nil, true)
+            local got = {}
+            for _, part in ipairs { stream:sub(1, cut), stream:sub(cut + 1) } do
+                p:feed(part)
+                while true do
+                    local v, err = p:get()
+                    assert.is_nil(err)
+                    if v == nil then break end
+                    got[#got + 1] = v
+                end
+            end
+            assert.same({ { "pmessage", "*", "ch", { oversize = 300 } }, { "message", "ch", "ok" } }, got)
+            assert.is_true(p:idle())
+        end
+        -- without the option, the same value ends the stream
+        local p = resp.parser(100)
+        p:feed(stream)
+        local v, err = p:get()
+        assert.is_nil(v)
+        assert.matches("exceeds", err)
+    end)
+
     it("waits for a long status or error line, up to max_bulk", function()
         local long = "-NOPERM " .. ("x"):rep(90)
         local p = resp.parser(1000)

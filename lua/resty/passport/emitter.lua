@@ -32,10 +32,10 @@ local registry = require "resty.passport.registry"
 local host = require "resty.passport.host"
 
 local binary = parser.binary
+local as_array = parser.array
 local encode_event = parser.encode_event
 local null = cjson.null
 local json_decode = cjson.decode
-local json_encode = cjson.encode
 local byte = string.byte
 local error = error
 local find = string.find
@@ -77,6 +77,17 @@ local function load_msgpack()
         unpackers[code] = function(c) return binary(raw(c)) end
     end
     unpackers[0xC0] = function() return null end
+    -- an empty array stays one ([] where a Lua table would say {})
+    local function mark(raw)
+        return function(c, val)
+            local t = raw(c, val)
+            if t[1] == nil then as_array(t) end
+            return t
+        end
+    end
+    for code = 0x90, 0x9F do unpackers[code] = mark(unpackers[code]) end -- fixarray
+    unpackers[0xDC] = mark(unpackers[0xDC])
+    unpackers[0xDD] = mark(unpackers[0xDD])
     return mp
 end
 
@@ -173,13 +184,6 @@ end
 ---------------------------------------------------------------------------
 -- Broadcasts.
 
--- What a plain WebSocket receives: the JSON [event, args...] (called only
--- when no argument is binary).
-local function plain_json(data)
-    local ok, text = pcall(json_encode, data)
-    if not ok then return nil end
-    return text
-end
 
 local function broadcast(payload)
     if not mp then
@@ -223,8 +227,9 @@ local function broadcast(payload)
                 if wire.event then
                     bytes = wire.event(str, atts)
                 else
-                    local text = atts == nil and plain_json(data)
-                    bytes = text and wire.encode(text, false) or false
+                    -- a plain WebSocket: the packet's JSON [event, args...]
+                    -- after its type ("2"); only "/" has them
+                    bytes = atts == nil and wire.encode(sub(str, 2), false) or false
                 end
                 encoded[wire] = bytes
             end

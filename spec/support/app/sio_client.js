@@ -17,6 +17,8 @@
 //       than the client would, so that steps run over polling first),
 //     repeat: n (optional: run the scenario n times, one after another, each
 //       with a new connection; the outcome is then { name, runs: [outcome, ...] }),
+//     json: true (optional: each event also carries json, its args as canonical
+//       JSON text -- object keys sorted, nulls, [] and {} kept -- for exact comparing),
 //     steps: [ ... ] }
 // Steps (s names a namespace socket of this connection, default "main"):
 //   { op: "open", s, nsp: "/", auth: {...}, wait: true, expect, timeout }   connect it;
@@ -38,7 +40,9 @@
 //        _sendPacket("pong") is dropped; everything else still goes out)
 //   { op: "disconnect", s }   socket.disconnect() (client namespace disconnect)
 //   { op: "close" }   the engine closes the transport (like a closed tab)
-//   { op: "mark", file }   writes file (Date.now()): tells the spec a point is reached
+//   { op: "mark", file, ids: false }   writes file (Date.now()): tells the spec a point is
+//        reached; with ids: true, writes instead the JSON { <s>: socket.id } of the
+//        sockets connected now (so the spec can address a socket's own room)
 //   { op: "gate", file, timeout: 10000 }   waits until the spec creates file
 //   { op: "http", url }   GET; the result is { status, body }
 // Any step with via: true also records { via: the engine's transport when it ran,
@@ -70,6 +74,15 @@ function decode(v) {
     return o;
   }
   return v;
+}
+
+// JSON text with object keys sorted: the same value always reads the same.
+function canon(v) {
+  if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v === undefined ? null : v);
 }
 
 function encode(v) {
@@ -218,7 +231,9 @@ async function run(sc, out) {
         });
         socket.onAny((event, ...args) => {
           const ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
-          rs.events.push({ event, args: encode(args), ack: !!ack, at: at(), t: Date.now() });
+          const ev = { event, args: encode(args), ack: !!ack, at: at(), t: Date.now() };
+          if (sc.json) ev.json = canon(encode(args));
+          rs.events.push(ev);
           const rule = answers[name][event];
           if (ack && rule && Array.isArray(rule.reply)) {
             const send = () => ack(...decode(rule.reply));
@@ -292,7 +307,14 @@ async function run(sc, out) {
         if (manager.engine) manager.engine.close();
         break;
       case 'mark':
-        fs.writeFileSync(st.file, String(Date.now()));
+        if (st.ids) {
+          const ids = {};
+          for (const [n, s] of Object.entries(sockets)) if (s.connected) ids[n] = s.id;
+          fs.writeFileSync(`${st.file}.tmp`, JSON.stringify(ids));
+          fs.renameSync(`${st.file}.tmp`, st.file); // whole when it appears
+        } else {
+          fs.writeFileSync(st.file, String(Date.now()));
+        }
         break;
       case 'gate':
         rec.ok = await until(() => fs.existsSync(st.file), st.timeout || 10000);

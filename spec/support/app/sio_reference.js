@@ -9,8 +9,14 @@
 //      (default "sess:"), PING_INTERVAL, PING_TIMEOUT, CONNECT_TIMEOUT,
 //      ACK_TIMEOUT (ms), ORIGINS (comma-separated allow-list; unset = any;
 //      set, it is also the CORS allow-list, with credentials), TRANSPORTS
-//      (comma-separated, default "websocket"), MAX_PAYLOAD (bytes, 1e6).
-// Prints "listening <port>".
+//      (comma-separated, default "websocket"), MAX_PAYLOAD (bytes, 1e6),
+//      REDIS_ADAPTER (set: a cluster node of @socket.io/redis-adapter 8 over
+//      the same redis-server, key ADAPTER_KEY, default "socket.io", so that
+//      @socket.io/redis-emitter reaches its sockets; each socket then also
+//      joins "user:<id>" of its passport user on connection, as socket.io
+//      apps do by hand and as the gateway does by itself).
+// Prints "listening <port>" (the adapter's subscriptions may still be on
+// their way then: PUBSUB NUMSUB <key>-request#/# tells when they are made).
 //
 // The application (both namespaces "/" and "/admin"):
 //   on connection   emit "hello" { user, nsp, auth }   (auth: the CONNECT payload)
@@ -50,6 +56,7 @@ const ACK_TIMEOUT = Number(env('ACK_TIMEOUT', 10000));
 const SECRET = env('SECRET', 'keyboard cat').split(',');
 const ORIGINS = process.env.ORIGINS
   ? new Set(process.env.ORIGINS.split(',').map((o) => o.toLowerCase())) : null;
+const REDIS_ADAPTER = !!process.env.REDIS_ADAPTER;
 
 // The app's users as its deserializeUser sees them (sio_app.lua has the same).
 const USERS = new Map([
@@ -77,6 +84,8 @@ function app(socket) {
   const auth = socket.handshake.auth || {};
   const tag = auth.tag;
   log(tag, `connect ${nsp}`);
+  const user = socket.request.user;
+  if (REDIS_ADAPTER && user && user.id !== undefined) socket.join(`user:${user.id}`);
   socket.on('disconnect', (reason) => log(tag, `disconnect ${nsp} ${reason}`));
   socket.emit('hello', { user: socket.request.user, nsp, auth });
 
@@ -163,6 +172,17 @@ async function main() {
     connectTimeout: CONNECT_TIMEOUT,
     maxHttpBufferSize: Number(env('MAX_PAYLOAD', 1e6)),
   });
+  let adapterClients = [];
+  if (REDIS_ADAPTER) {
+    const { createAdapter } = require('@socket.io/redis-adapter');
+    const pub = client.duplicate();
+    const sub = client.duplicate();
+    pub.on('error', (e) => console.error('redis (adapter pub):', e.message));
+    sub.on('error', (e) => console.error('redis (adapter sub):', e.message));
+    await Promise.all([pub.connect(), sub.connect()]);
+    adapterClients = [pub, sub];
+    io.adapter(createAdapter(pub, sub, { key: env('ADAPTER_KEY', 'socket.io') }));
+  }
 
   io.of('/').use(originCheck).use(authorize).on('connection', app);
   io.of('/admin')
@@ -174,7 +194,10 @@ async function main() {
 
   server.listen(Number(env('PORT', 0)), '127.0.0.1',
     () => console.log(`listening ${server.address().port}`));
-  const stop = () => { io.close(); client.quit().finally(() => process.exit(0)); };
+  const stop = () => {
+    io.close();
+    Promise.allSettled([client, ...adapterClients].map((c) => c.quit())).finally(() => process.exit(0));
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }

@@ -132,6 +132,17 @@ local function on_reply(self, st, v)
         return
     end
     local kind = v[1]
+    local payload = kind == "pmessage" and v[4] or v[3]
+    if type(payload) == "table" and payload.oversize then
+        if not self.warned_oversize then
+            self.warned_oversize = true
+            host.log("warn", "passport: subscriber dropped a message of " .. payload.oversize
+                     .. " bytes on " .. tostring(kind == "pmessage" and v[3] or v[2])
+                     .. ": over max_message_size (" .. self.max_message_size
+                     .. "); further ones are dropped without a log line")
+        end
+        return
+    end
     if kind == "message" then
         call(self, "on_message", v[2], v[3])
     elseif kind == "pmessage" then
@@ -151,7 +162,7 @@ local function read_loop(self, sock, st)
         self.up = true
         call(self, "on_up", st.confirmed)
     end
-    local p = resp.parser(self.max_message_size)
+    local p = resp.parser(self.max_message_size, nil, nil, true)
     while true do
         local v, err = p:get()
         if v ~= nil then

@@ -92,9 +92,13 @@ function _M.reader(max_bulk, what, accept)
                           accept = accept }, reader_mt)
 end
 
-function _M.parser(max_bulk, what, accept)
+-- skip_oversize (the subscriber's): a bulk string over max_bulk is not an
+-- error but the value { oversize = n }, its bytes read and dropped, and
+-- the stream goes on.
+function _M.parser(max_bulk, what, accept, skip_oversize)
     return setmetatable({ max = max_bulk, what = what or "the limit",
-                          accept = accept, buf = "", pos = 1 }, parser_mt)
+                          accept = accept, buf = "", pos = 1,
+                          skip_oversize = skip_oversize }, parser_mt)
 end
 
 -- The core, shared by both drivers.  cfg: a reader or parser (max, what,
@@ -162,6 +166,10 @@ local function line(cfg, st, s, i, j)
             return open_array(st, n)
         end
         if n > cfg.max then
+            if cfg.skip_oversize then
+                -- its bytes are skipped; in its place, { oversize = n }
+                return complete(st, { oversize = n }), nil, -n, st
+            end
             return nil, "value of " .. n .. " bytes exceeds " .. cfg.what
                         .. " (" .. cfg.max .. ")"
         end
@@ -218,6 +226,19 @@ function Parser.get(self)
     while true do
         local pos, n = self.pos, self.need
         local v, err
+        local skip = self.skip
+        if skip then
+            -- an oversize bulk string's bytes: dropped as they come
+            local have = #buf - pos + 1
+            if have < skip then
+                self.skip = skip - have
+                self.buf, self.pos = "", 1
+                return nil
+            end
+            self.skip = nil
+            self.pos = pos + skip
+            pos = self.pos
+        end
         if n then
             if #buf < pos + n + 1 then
                 return nil
@@ -235,6 +256,10 @@ function Parser.get(self)
             end
             self.pos = eol + 2
             v, err, self.need, self.st = line(self, self.st, buf, pos, eol - 1)
+            local need = self.need
+            if need and need < 0 then
+                self.need, self.skip = nil, -need + 2
+            end
         end
         if v ~= nil or err then
             return v, err

@@ -65,6 +65,16 @@ function _M.is_binary(v)
     return getmetatable(v) == Binary
 end
 
+-- parser.array(t): t is sent as a JSON array even when empty (a Lua table
+-- cannot tell [] from {}; what decodes MessagePack or JSON arrays marks
+-- them so).
+local Array = { __name = "socket.io array" }
+_M.Array = Array
+
+function _M.array(t)
+    return setmetatable(t, Array)
+end
+
 ---------------------------------------------------------------------------
 -- Encoding
 ---------------------------------------------------------------------------
@@ -77,7 +87,8 @@ end
 -- that read back exactly (0.1, 0.30000000000000004), so JS gets the same
 -- double.  Both follow cjson's rules for tables: an array when the keys
 -- are exactly 1..n (holes within cjson's sparseness limit become null),
--- else an object with string or number keys; so an empty table is {}.
+-- else an object with string or number keys; so an empty table is {},
+-- unless marked an array (parser.array).
 -- Strings go through cjson, which writes "/" as "\/" (valid JSON).
 local enc = cjson.new()
 enc.encode_invalid_numbers(false)    -- NaN and inf: an error, not "nan"
@@ -109,7 +120,8 @@ end
 -- Whether t needs put(): it holds a Binary, a number %.14g would round, or
 -- is nested deeper than cjson would go (put() then says so).
 local function needs_put(t, depth)
-    if depth > MAX_ENC_DEPTH or getmetatable(t) == Binary then
+    local mt = getmetatable(t)
+    if depth > MAX_ENC_DEPTH or mt == Binary or (mt == Array and next(t) == nil) then
         return true
     end
     for _, v in next, t do
@@ -148,6 +160,11 @@ local function put_table(t, buf, nb, depth, st)
         atts[num + 1] = t.data
         nb = nb + 1
         buf[nb] = '{"_placeholder":true,"num":' .. num .. "}"
+        return nb
+    end
+    if next(t) == nil and getmetatable(t) == Array then
+        nb = nb + 1
+        buf[nb] = "[]"
         return nb
     end
     -- cjson's array test: every key an integer >= 1, not too sparse

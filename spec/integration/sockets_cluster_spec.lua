@@ -36,6 +36,7 @@ local function gateway(name, redis_port, logout, store_opts)
             store = store,
             filters = { admins = function(user) return user.role == "admin" end },
             logout = %s,
+            socketio_emitter = { key = "socket.io" },
         }
     }
 ]]):format(redis_port, store_opts or "", SECRET, logout),
@@ -172,6 +173,38 @@ describe("sockets across workers and gateway nodes", function()
         for _, id in ipairs { "bob1", "zero" } do
             assert.is_false(has(clients:state(id), "for-ann"))
         end
+    end)
+
+    it("socket.io's Redis emitter reaches plain WebSockets as the JSON [event, args...]", function()
+        local input = cjson.encode { redis_port = redis.port, calls = {
+            { chain = { { "to", "user:2" }, { "emit", "notice", "for bob", { n = 1 } } } },
+            { chain = { { "except", "user:2" }, { "emit", "all", "but bob" } } },
+            -- binary arguments have no JSON: not sent to plain WebSockets
+            { chain = { { "to", "user:2" }, { "emit", "bin", { ["$bin"] = "AAE=" } } } },
+            { chain = { { "of", "/admin" }, { "emit", "other", "namespace" } } },
+        } }
+        local file = os.tmpname()
+        local f = assert(io.open(file, "w"))
+        f:write(input)
+        f:close()
+        local out = io.popen("cd " .. nginx_server.root .. " && node spec/support/app/emitter.js < " .. file):read("*a")
+        os.remove(file)
+        assert.matches('"receivers"', out)
+        for _, id in ipairs { "bob1", "bob2", "bob3" } do
+            assert.truthy(clients:wait(id, function(st) return has(st, '["notice","for bob",{"n":1}]') end, 2), id)
+        end
+        for _, id in ipairs { "ann", "zero" } do
+            assert.truthy(clients:wait(id, function(st) return has(st, '["all","but bob"]') end, 2), id)
+        end
+        socket.sleep(0.3)
+        for _, id in ipairs { "ann", "bob1", "bob2", "bob3", "zero" } do
+            for _, m in ipairs(clients:state(id).messages) do
+                assert.is_nil(m.data:match('^%["bin"'), id)
+                assert.is_nil(m.data:match('^%["other"'), id)
+            end
+        end
+        assert.is_false(has(clients:state("bob1"), '["all","but bob"]'))
+        assert.is_false(has(clients:state("ann"), '["notice","for bob",{"n":1}]'))
     end)
 
     it("emit to a named filter reaches only matching users", function()

@@ -123,6 +123,15 @@ describe("emitter", function()
         assert.same({ 'E:2/admin,["adm"]' }, admin.got)
     end)
 
+    it("takes the operator's user room prefix for the user rooms", function()
+        local a = socket("A", { key = "n1" })
+        emitter.configure { key = "socket.io", user_room = "u-" }
+        pmessage("socket.io#/#u-1#", broadcast("/", { item("mine") }, { "u-1" }))
+        emitter.configure { key = "socket.io" }
+        pmessage("socket.io#/#u-1#", broadcast("/", { item("not a user room now") }, { "u-1" }))
+        assert.same({ 'E:2["mine"]' }, a.got)
+    end)
+
     it("keeps nulls and makes binary attachments; a plain WebSocket gets the JSON", function()
         local s = socket("S")
         local plain = socket("P", { plain = true })

@@ -113,6 +113,8 @@ local function runner()
             s = ready[r_head]
             ready[r_head] = nil
             r_head = r_head + 1
+            -- emptied: the queue starts over (its table stays small)
+            if r_head > r_tail then r_head, r_tail = 1, 0 end
         end
         if s then
             s.queued = false
@@ -158,8 +160,7 @@ local function pop_wakes(t, wid)
     end
 end
 
-local function host_loop(premature)
-    if premature then host_on = false return end
+local function host_loop()
     local wid, pid = worker_id(), worker_pid()
     local alive_at, stop_at = 0, nil
     while true do
@@ -194,13 +195,26 @@ local function host_loop(premature)
     -- the runners finish what is queued, then end with the timer
     stopping = true
     if runners > 0 then runner_sema:post(runners) end
-    host_on = false
 end
 
-local function start_host()
+local start_host
+
+-- The host's timer; should its loop ever raise, a new one takes over (the
+-- sessions' liveness key depends on it).
+local function host_main(premature)
+    if premature then host_on = false return end
+    local ok, err = pcall(host_loop)
+    host_on = false
+    if not ok then
+        host.log("err", "passport: engine.io: the host timer raised: " .. tostring(err))
+        if not exiting() then start_host() end
+    end
+end
+
+function start_host()
     if host_on then return true end
     host_sema = host_sema or semaphore.new(0)
-    local ok, err = timer_at(0, host_loop)
+    local ok, err = timer_at(0, host_main)
     if not ok then return nil, err end
     host_on = true
     return true
@@ -225,8 +239,6 @@ end
 ---------------------------------------------------------------------------
 -- Waiting and waking.
 
--- sessions.wait(key, timeout): waits until key is woken or timeout (s)
--- passes; true when woken.
 local function waiter(key)
     local sema = waiters[key]
     if not sema then
@@ -238,6 +250,8 @@ local function waiter(key)
     return sema
 end
 
+-- sessions.wait(key, timeout): waits until key is woken or timeout (s)
+-- passes; true when woken.
 function _M.wait(key, timeout)
     local ok = waiter(key):wait(timeout)
     return ok

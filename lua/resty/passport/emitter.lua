@@ -184,7 +184,6 @@ end
 ---------------------------------------------------------------------------
 -- Broadcasts.
 
-
 local function broadcast(payload)
     if not mp then
         if mp_err then return drop("no decoder", mp_err) end

@@ -309,6 +309,20 @@ async function socketio() {
   }
   report(ok, 'emit to a role', 'alice on /admin: "announce" { role, text } → passport.emit{ filter = role }', lines);
 
+  // The Express app pushes: POST /broadcast (admins only) publishes with
+  // socket.io's own Redis emitter; the gateway's workers receive it and
+  // deliver to every socket they hold on "/", as a socket.io server with
+  // the Redis adapter would.
+  {
+    const text = 'from the app';
+    const r = await post('/broadcast', { text }, cookie);
+    const arrived = await until(() => notices(a, text) > 0 && notices(bob, text) > 0, 2000);
+    const via = a.socket && (a.events.find((e) => e.event === 'notice' && (e.args[0] || {}).text === text) || {}).args;
+    report(r.status === 200 && arrived, 'the app pushes (Redis emitter)',
+      `POST /broadcast → emitter.emit("notice") in the app → alice: ${notices(a, text) > 0}, bob: ${notices(bob, text) > 0}`,
+      [`via ${via ? via[0].via : 'nothing'}`]);
+  }
+
   // Logout: the session ends in Redis; the gateway sends DISCONNECT to each
   // namespace of the user's connections and closes them.  socket.io-client
   // calls that "io server disconnect" and does not reconnect.

@@ -3,6 +3,8 @@
 //   express-session + connect-redis   the signed `connect.sid` cookie, sessions in Redis
 //   passport + passport-local         a login form and logout
 //   socket.io 4                       greets each socket with the identity the gateway sent
+//   @socket.io/redis-emitter          POST /broadcast: an admin's announcement, pushed
+//                                     through Redis to the sockets nginx holds (socketio mode)
 //
 // The gateway (nginx + lua-resty-passport, ../guard/nginx.conf) reads the same
 // cookie and the same Redis record, and only lets authenticated handshakes
@@ -19,6 +21,7 @@ const session = require('express-session');
 const passport = require('passport');
 const LocalStrategy = require('passport-local').Strategy;
 const { createClient } = require('redis');
+const { Emitter } = require('@socket.io/redis-emitter');
 const RedisStore = require('connect-redis').default;
 const { Server } = require('socket.io');
 
@@ -92,6 +95,19 @@ async function main() {
 
   // Who the app thinks you are (the page shows it).
   app.get('/me', (req, res) => res.json({ user: req.user || null }));
+
+  // An admin's announcement, pushed the way socket.io apps push from a
+  // process that holds no sockets: socket.io's own Redis emitter.  In
+  // socketio mode the gateway's workers receive it (init_worker's
+  // socketio_emitter) and deliver it to the sockets they hold.
+  const emitter = new Emitter(redis);
+  app.post('/broadcast', (req, res) => {
+    if (!req.user) return res.status(401).json({ error: 'log in first' });
+    if (req.user.role !== 'admin') return res.status(403).json({ error: 'admins only' });
+    const text = String(req.body.text || '').slice(0, 200);
+    emitter.emit('notice', { from: req.user.name, role: 'everyone', text, via: 'the app\'s Redis emitter' });
+    return res.json({ ok: true });
+  });
 
   const server = http.createServer(app);
   const io = new Server(server); // serves /socket.io/ and the client at /socket.io/socket.io.min.js

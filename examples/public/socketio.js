@@ -33,7 +33,8 @@ function connect() {
     $('rooms').textContent = `socket ${m.id}, in the rooms ${m.rooms.join(', ')}`;
     log(`gateway: ${m.text}`, 'ok');
   });
-  main.on('notice', (m) => log(`notice from ${m.from} to the ${m.role} role: ${m.text}`, 'ok'));
+  main.on('notice', (m) => log(`notice from ${m.from} to the ${m.role} role: ${m.text}`
+    + (m.via ? ` (via ${m.via})` : ''), 'ok'));
   main.on('connect_error', (err) => {
     setState(`rejected by the gateway: connect_error "${err.message}"`, 'bad');
     log(`socket.io: connect_error on /: ${err.message}`, 'bad');
@@ -72,6 +73,15 @@ $('announce').addEventListener('submit', async (ev) => {
   } catch (e) {
     $('announce-result').textContent = `no ack: ${e.message}`;
   }
+});
+
+// The same announcement made by the Express app instead (POST /broadcast):
+// it pushes with socket.io's own Redis emitter, which the gateway receives.
+$('broadcast-button').addEventListener('click', async () => {
+  const body = new URLSearchParams({ text: $('announce-text').value });
+  const r = await fetch('/broadcast', { method: 'POST', headers: { accept: 'application/json' }, body });
+  $('announce-result').textContent = r.ok ? 'the app published it with @socket.io/redis-emitter'
+    : `the app refused: ${r.status}`;
 });
 
 // Log out without leaving the page, to watch the gateway disconnect the socket.

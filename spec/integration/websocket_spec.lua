@@ -114,6 +114,37 @@ describe("passport.websocket", function()
                 ngx.print(ok and "accepted" or err)
             }
         }
+        location = /resty {
+            content_by_lua_block {
+                -- a handler written for lua-resty-websocket's server API, as
+                -- its documentation shows one, with only the line that makes
+                -- the socket changed
+                local wb = require("resty.passport").websocket(auth)
+                if not wb then return end
+                wb:set_timeout(200)
+                local timeouts = 0
+                while true do
+                    local data, typ, err = wb:recv_frame()
+                    if not data then
+                        if not string.find(err, "timeout", 1, true) then break end
+                        timeouts = timeouts + 1
+                        local bytes, perr = wb:send_ping("t" .. timeouts)
+                        if not bytes then ngx.shared.spec:set("resty", "ping failed: " .. perr) return end
+                    elseif typ == "close" then
+                        ngx.shared.spec:set("resty", "close " .. tostring(err) .. " " .. data)
+                        wb:send_close()
+                        break
+                    elseif typ == "text" then
+                        assert(wb:send_text("echo " .. data) == 5 + #data)
+                        if data == "pong me" then wb:send_pong("p") end
+                        if data == "bye" then wb:send_close(4001, "bye") end
+                    elseif typ == "binary" then
+                        assert(wb:send_binary(data) == #data)
+                    end
+                end
+            }
+        }
+        location = /resty_result { content_by_lua_block { ngx.print(ngx.shared.spec:get("resty")) } }
         location = /pid { content_by_lua_block { ngx.print(ngx.worker.pid()) } }
         location = /last_close { content_by_lua_block { ngx.print(ngx.shared.spec:get("last_close")) } }
 ]],
@@ -357,6 +388,40 @@ describe("passport.websocket", function()
             c:send_close(4000)
             assert.is_true(c:wait_eof(2))
             c:close()
+        end)
+
+        it("runs a handler written for resty.websocket.server (recv_frame, send_*, set_timeout)", function()
+            local c = open(1, "/resty")
+            c:send_frame("text", "hi")
+            local f = assert(c:read_frame(2))
+            assert.same({ 0x1, "echo hi" }, { f.opcode, f.payload })
+            c:send_frame("binary", "\0\1")
+            f = assert(c:read_frame(2))
+            assert.same({ 0x2, "\0\1" }, { f.opcode, f.payload })
+            c:send_frame("text", "pong me")
+            assert.equal("echo pong me", assert(c:read_frame(2)).payload)
+            f = assert(c:read_frame(2))
+            assert.same({ 0xA, "p" }, { f.opcode, f.payload })
+            -- nothing sent: recv_frame times out after 200 ms, the handler
+            -- pings, and the socket stays open
+            local t0 = socket.gettime()
+            f = assert(c:read_frame(2))
+            assert.same({ 0x9, "t1" }, { f.opcode, f.payload })
+            assert.is_true(socket.gettime() - t0 > 0.1)
+            c:send_frame("text", "still here")
+            assert.equal("echo still here", assert(c:read_frame(2)).payload)
+            -- the client's close comes back as reason, "close", code
+            c:send_close(4000, "done")
+            assert.equal(4000, (c:read_close(2)))
+            c:close()
+            local deadline = socket.gettime() + 2
+            local result
+            repeat
+                local _, body = nginx:get("/resty_result")
+                result = body ~= "nil" and body or nil
+                if not result then socket.sleep(0.02) end
+            until result or socket.gettime() > deadline
+            assert.equal("close 4000 done", result)
         end)
 
         it("reaches a socket from another request (the send queue)", function()

@@ -48,6 +48,81 @@ local class = socket.class {
     ping = encode(PING, ""),
 }
 
+---------------------------------------------------------------------------
+-- lua-resty-websocket's server API (resty.websocket.server), so that a
+-- handler written for it runs on passport.websocket(auth) by changing the
+-- line that makes the socket.  Its conventions: recv_frame() --> data,
+-- typ, err; the send_* methods --> bytes, or nil and err.  Whole messages
+-- come back ("text" or "binary"; fragments are joined), pings are
+-- answered here and pongs taken here (neither comes back), a close comes
+-- back as reason, "close", code; every send goes through the socket's
+-- queue, so other requests may send too.
+
+local PONG = frame.PONG
+local utf8_valid = frame.utf8_valid
+
+local function sent(ok, err, n)
+    if ok then return n end
+    return nil, err
+end
+
+-- wb:recv_frame() --> data, "text" | "binary" | "close", err (the close
+-- code) | nil, nil, "timeout" (set_timeout's wait passed) | nil, nil, err
+function class.recv_frame(self)
+    local msg, typ, code, reason = self:recv()
+    if msg then return msg, typ end
+    if typ == "timeout" then return nil, nil, "timeout" end
+    if code and code ~= frame.CLOSE_ABNORMAL then return reason or "", "close", code end
+    return nil, nil, typ
+end
+
+function class.send_text(self, data)
+    if type(data) ~= "string" then return nil, "string expected" end
+    if not utf8_valid(data) then return nil, "text must be UTF-8 (send_binary sends bytes)" end
+    local ok, err = self:send(data)
+    return sent(ok, err, #data)
+end
+
+function class.send_binary(self, data)
+    if type(data) ~= "string" then return nil, "string expected" end
+    local ok, err = self:send(data, true)
+    return sent(ok, err, #data)
+end
+
+function class.send_ping(self, data)
+    data = data or ""
+    if #data > 125 then return nil, "too long a ping payload" end
+    local ok, err = self:send_frame(encode(PING, data))
+    return sent(ok, err, #data)
+end
+
+function class.send_pong(self, data)
+    data = data or ""
+    if #data > 125 then return nil, "too long a pong payload" end
+    local ok, err = self:send_frame(encode(PONG, data))
+    return sent(ok, err, #data)
+end
+
+-- wb:send_close([code[, msg]]): 1 (a close already begun, by either side,
+-- is no error: the handshake is under way).
+function class.send_close(self, code, msg)
+    if self.state ~= "open" then return 1 end
+    self:close(code, msg)
+    return 1
+end
+
+-- wb:set_timeout(ms): recv_frame() waits at most ms, then returns nil,
+-- nil, "timeout" (the socket stays open; its idle_timeout still closes a
+-- silent peer).
+function class.set_timeout(self, ms)
+    if type(ms) ~= "number" or ms <= 0 then
+        error("bad argument #1 to 'set_timeout' (positive number of ms expected)", 2)
+    end
+    self.recv_timeout = ms
+    local send = self.opts.send_timeout * 1000
+    self.sock:settimeouts(send, send, ms)
+end
+
 -- Our own option beside the core's.
 local OPTIONS = { protocols = "table" }
 

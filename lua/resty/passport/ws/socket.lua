@@ -371,6 +371,9 @@ local function read_failed(self, err, code)
         elseif self.opts.idle_timeout > 0
                and now() + 0.01 - self.last_seen >= self.opts.idle_timeout then
             abort(self, CLOSE_GOING_AWAY, "idle timeout")
+        elseif self.recv_timeout then
+            -- a caller's own read timeout (set_timeout): it hears of it
+            return "timeout"
         end
     elseif code then
         abort(self, code, err)
@@ -476,7 +479,8 @@ end
 local methods = {}
 
 -- socket:recv() --> message, "text" | "binary" (or what the protocol makes
--- of it) | nil, err, code, reason once the socket is closed.  Answers
+-- of it) | nil, err, code, reason once the socket is closed (or nil,
+-- "timeout" after a set_timeout's wait, the socket still open).  Answers
 -- pings, reassembles fragments, validates UTF-8 and closes a silent peer.
 -- (One loop here, not a helper per message: an idle socket rests inside
 -- this call chain, and each frame of it is coroutine stack it keeps.)
@@ -485,7 +489,7 @@ function methods.recv(self)
         local max = self.opts.max_message_size - (self.frag_len or 0)
         local opcode, fin, payload = read_frame(self, max)
         if not opcode then
-            read_failed(self, fin, payload)
+            if read_failed(self, fin, payload) then return nil, "timeout" end
         else
             self.last_seen = now()
             if opcode >= CLOSE then

@@ -185,8 +185,11 @@ M.line_with = line_with
 -- baseline) and the per-run history for the report.
 function M.settle(nginx, port, ports, run, opts)
     opts = opts or {}
-    local step, max = opts.step or 0.02, opts.max or 6
+    local step, max = opts.step or 0.02, opts.max or 9
     local prev, history = nil, {}
+    -- settled: two runs in a row without growth (with several workers, one
+    -- that got little of a run's load looks flat once by chance)
+    local calm = 0
     for k = 1, max do
         run(k)
         M.trim(nginx, port)
@@ -200,7 +203,8 @@ function M.settle(nginx, port, ports, run, opts)
             end
         end
         history[#history + 1] = table.concat(row, " ")
-        if settled then
+        calm = settled and calm + 1 or 0
+        if calm >= 2 then
             return snap, history
         end
         prev = snap

@@ -20,7 +20,7 @@ LDFLAGS ?=
 # variable that a later fragment defines.
 CORE_SRC = csrc/cookie.c csrc/hmac.c csrc/verify.c csrc/base64.c \
            csrc/session.c csrc/date.c csrc/utf8.c csrc/ws.c csrc/version.c \
-           csrc/random.c
+           csrc/random.c csrc/slot.c
 CORE_HDR = csrc/passport.h csrc/internal.h
 CORE_LIB = $(BUILD)/librestypassport.so
 VERSION := $(shell sed -n 's/.*define RP_VERSION "\(.*\)".*/\1/p' csrc/passport.h)
@@ -120,7 +120,7 @@ test-integration: all $(LOADGEN)
 deps:
 	tools/deps.sh
 
-# Every libFuzzer target for 60 s, two at a time (mk/fuzz.mk).
+# Every libFuzzer target for 40 s, two at a time (mk/fuzz.mk).
 test-fuzz:
 	FUZZ_JSON=$(RESULTS)/fuzz.json $(MAKE) --no-print-directory fuzz-ci
 

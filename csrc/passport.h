@@ -162,6 +162,11 @@ RP_API const char *rp_version(void);
  * OpenSSL's CSPRNG each.  Returns len, or RP_EARG (bad length, no entropy). */
 RP_API int rp_random_id(char *out, size_t len);
 
+/* The Redis Cluster slot of a key (0..16383): CRC16/XMODEM mod 16384 of the
+ * key, or of its hash tag (the bytes between the first '{' and the first
+ * '}' after it, when there are any), as CLUSTER KEYSLOT answers. */
+RP_API int rp_key_slot(const char *key, size_t len);
+
 /* ---- UTF-8 (RFC 3629: shortest forms only, no surrogates, at most
  * U+10FFFF) -------------------------------------------------------------- */
 

@@ -224,4 +224,13 @@ local utf8s = {
     kosme = "\206\186\225\189\185\207\131\206\188\206\181",
 }
 for k, s in pairs(utf8s) do write("utf8_scan", k, s) end
+-- key_slot: Redis Cluster keys, with every shape of hash tag keyHashSlot
+-- tells apart (first "{" to the first "}" after it, empty, unclosed)
+local keys = {
+    check = "123456789", session = "sess:" .. SID, tagged = "{user1000}.following",
+    empty_tag = "foo{}{bar}", nested = "{{a}}", two_tags = "a{b}{c}", unclosed = "foo{bar",
+    close_first = "}a{b}", only_open = "{", only_close = "}", empty_braces = "{}",
+    binary_tag = "x{\0\255}y", empty = "",
+}
+for k, s in pairs(keys) do write("key_slot", k, s) end
 print("seed corpora written under fuzz/corpus/")

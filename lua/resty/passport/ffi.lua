@@ -66,6 +66,7 @@ int rp_session_parse(const char *json, size_t len, int max_depth,
 int rp_parse_date(const char *s, size_t len, double *ms);
 const char *rp_version(void);
 int rp_random_id(char *out, size_t len);
+int rp_key_slot(const char *key, size_t len);
 ]]
 
 -- UTF-8 and WebSocket frames (RFC 6455): the last sections of passport.h.

@@ -23,6 +23,7 @@ local cjson = require "cjson.safe"
 local frame = require "resty.passport.ws.frame"
 local parser = require "resty.passport.socketio.parser"
 local pubsub = require "resty.passport.redis.pubsub"
+local masters = require "resty.passport.redis.masters"
 local registry = require "resty.passport.registry"
 local logout = require "resty.passport.logout"
 local emitter = require "resty.passport.emitter"
@@ -171,8 +172,12 @@ local function bad_filters(filters)
 end
 
 -- The subscriber: emit's channel, logout's keyspace patterns and the
--- socket.io emitter's (em: its patterns, when configured).
+-- socket.io emitter's (em: its patterns, when configured).  In a Redis
+-- Cluster the keyspace patterns are left to one subscriber per master
+-- (redis/masters.lua) and this one sits on any node: a PUBLISH reaches
+-- every node's subscribers.
 local function subscriber(store, channel, max, lo, em)
+    if store.keyed then lo = false end
     local prepare, on_pmessage
     if em then
         prepare = function()
@@ -230,6 +235,12 @@ function _M.init_worker(opts)
     local em = opts.socketio_emitter ~= nil and emitter.configure(opts.socketio_emitter) or nil
     if lo then logout.start(store, lo) end
     local ok, err = subscriber(store, channel, max, lo, em):start()
+    if ok and lo and store.keyed then
+        ok, err = masters.start(store, {
+            prepare = logout.prepare, on_pmessage = logout.on_event,
+            on_up = logout.on_up, on_down = logout.on_down, max_message_size = max,
+        })
+    end
     if not ok then
         error("cannot start the passport subscriber: " .. tostring(err), 2)
     end

@@ -34,7 +34,6 @@ local update_index = registry.update
 local timer_every = ngx.timer.every
 local tostring = tostring
 local type = type
-local unpack = unpack
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -210,7 +209,7 @@ local function revalidate(sids)
             batch[#batch + 1] = sids[i]
             keys[#keys + 1] = prefix .. sids[i]
         end
-        local vals, err = store:command("MGET", unpack(keys))
+        local vals, err = store:mget(keys)
         if type(vals) ~= "table" then
             host.log("warn", "passport: revalidation skipped: " .. tostring(err or "bad reply"))
             return
@@ -279,15 +278,17 @@ local function missing_flags(flags)
     return add
 end
 
--- The notify-keyspace-events flags, completed when configure asks for it.
-local function keyspace_flags()
-    local reply, err = store:command("CONFIG", "GET", "notify-keyspace-events")
+-- The notify-keyspace-events flags of the server c talks to (a cluster
+-- node's conn; else the store's server), completed when configure asks
+-- for it.
+local function keyspace_flags(c)
+    local reply, err = c:command("CONFIG", "GET", "notify-keyspace-events")
     local flags = type(reply) == "table" and reply[2] or nil
     if type(flags) ~= "string" then flags = nil end
     if flags and conf.configure and not events_usable(flags) then
         local ok
         local want = flags .. missing_flags(flags)
-        ok, err = store:command("CONFIG", "SET", "notify-keyspace-events", want)
+        ok, err = c:command("CONFIG", "SET", "notify-keyspace-events", want)
         if ok then flags = want end
     end
     return flags, err
@@ -295,15 +296,16 @@ end
 
 -- Before each subscriber connection: keyspace events or revalidation.
 -- Returns the patterns to PSUBSCRIBE (or nil) and whether the server said
--- it sends the events (a coherent cache trusts nothing less).
-function _M.prepare()
+-- it sends the events (a coherent cache trusts nothing less).  c: the
+-- cluster node the subscriber is on (nil: the store's server).
+function _M.prepare(c)
     local patterns = { "__keyspace@" .. store.db .. "__:"
                        .. gsub(store.prefix, "[%*%?%[%]\\]", "\\%0") .. "*" }
     if conf.events == false then
         start_periodic()
         return nil
     end
-    local flags, err = keyspace_flags()
+    local flags, err = keyspace_flags(c or store)
     if events_usable(flags) then
         if conf.revalidate_set then start_periodic() end
         return patterns, true
@@ -329,22 +331,34 @@ function _M.on_event(_, channel, event)
     local sid = sub(channel, #ks_prefix + 1)
     -- any change to the key: a cached copy is stale
     if store.cache then store:invalidate(sid) end
-    if ENDED[event] then
+    if ENDED[event] and not (event == "del" and store.keyed) then
         session_ended(sid, event == "expired" and "expired" or "ended")
-    elseif event == "set" and registry.of_sid(sid)[1] then
-        -- rewritten: maybe logged out or another user; check off-loop
+    elseif (event == "set" or event == "del" or event == "restore")
+           and registry.of_sid(sid)[1] then
+        -- rewritten: maybe logged out or another user; check off-loop.
+        -- In a cluster, a del may be MIGRATE moving the key to another
+        -- node (and restore its arrival there): read it back to know
         timer_at(0, revalidate_one, sid)
     end
 end
 
 -- The subscription is up; confirmed: the keyspace events will come.
+-- After a reconnect (a Redis restart, a Sentinel failover), the events
+-- of the gap are lost: the open sessions are read back once.
+local was_down = false
 function _M.on_up(confirmed)
     if confirmed and store.set_coherent then store:set_coherent(true) end
+    if was_down then
+        was_down = false
+        local ok, err = timer_at(0, revalidate_all)
+        if not ok then host.log("err", "passport: cannot revalidate after a reconnect: " .. tostring(err)) end
+    end
 end
 
 -- The subscription is down: events may be missed from now on.
-function _M.on_down()
+function _M.on_down(was_up)
     if store.set_coherent then store:set_coherent(false) end
+    if was_up ~= false then was_down = true end
 end
 
 return _M

@@ -73,8 +73,9 @@ local STALE = {
 }
 _M.STALE = STALE
 
--- AUTH and SELECT answer +OK or an error.
+-- AUTH and SELECT answer +OK or an error; ROLE an array or an error.
 local PRELUDE_REPLY = resp.reader(0, nil, resp.accept("+-"))
+local ROLE_REPLY = resp.reader(512, nil, resp.accept("*-"))
 
 -- Why v is not an integer >= min, or nil when it is.
 function _M.check_int(v, min)
@@ -160,7 +161,8 @@ local function pool_of(self)
 end
 
 -- opts: the OPTIONS above (types already checked by the caller; other
--- keys are ignored); max_bulk bounds the bulk strings of command replies
+-- keys are ignored; expect_master = true adds ROLE to the prelude: a
+-- fresh connection to a server that is not a master fails); max_bulk bounds the bulk strings of command replies
 -- (self.reader reads them).
 -- Returns a conn, or nil, the option at fault and why.
 function _M.new(opts, max_bulk)
@@ -202,6 +204,12 @@ function _M.new(opts, max_bulk)
     if self.db ~= 0 then
         prelude[#prelude + 1] = encode("SELECT", self.db)
         names[#names + 1] = "SELECT"
+    end
+    if opts.expect_master then
+        -- a discovered master (Sentinel): every fresh connection checks it
+        -- still is one, since a demoted server still answers reads
+        prelude[#prelude + 1] = encode("ROLE")
+        names[#names + 1] = "ROLE"
     end
     self.prelude = prelude[1] and concat(prelude) or nil
     self.prelude_names = names
@@ -253,10 +261,22 @@ _M.open = open
 local function read_prelude(self, sock)
     local names = self.prelude_names
     for i = 1, #names do
-        local v, err = PRELUDE_REPLY:read(sock)
+        local name = names[i]
+        local v, err
+        if name == "ROLE" then
+            v, err = ROLE_REPLY:read(sock)
+            if type(v) == "table" and not v.err and v[1] ~= "master" then
+                sock:close()
+                return nil, "redis: " .. self.addr .. " is a "
+                            .. tostring(v[1]) .. ", not the master"
+            end
+            if v and not v.err then v = "OK" end
+        else
+            v, err = PRELUDE_REPLY:read(sock)
+        end
         if v == nil or type(v) == "table" then
             sock:close()
-            return nil, "redis: " .. names[i] .. " failed: "
+            return nil, "redis: " .. name .. " failed: "
                         .. (v and v.err or err)
         end
     end

@@ -13,6 +13,10 @@
 --       on_exit = function() end,
 --   })
 --   local ok, err = sub:start()        -- ngx.timer.at(0, ...)
+--   sub:stop()                         -- ends it within a second
+--
+-- opts.conn, when given, is the connection's maker instead of store.conn
+-- (anything with raw(read_timeout): a conn, a Sentinel or Cluster router).
 --
 -- prepare runs on every connection attempt, once connected (it may call
 -- store:command): the PSUBSCRIBE patterns (a list, or nil) and a value
@@ -72,6 +76,10 @@ function _M.new(store, opts)
     if type(opts) ~= "table" then
         argerr("table expected, got " .. type(opts))
     end
+    local c = opts.conn or store.conn
+    if type(c) ~= "table" or type(c.raw) ~= "function" then
+        argerr("conn: a conn or router expected")
+    end
     local channels = opts.channels or {}
     if type(channels) ~= "table" then argerr("channels: list expected") end
     for _, ch in ipairs(channels) do
@@ -81,7 +89,7 @@ function _M.new(store, opts)
     if type(max) ~= "number" or max < 1 then
         argerr("max_message_size: positive number expected")
     end
-    local self = { conn = store.conn, channels = channels,
+    local self = { conn = c, channels = channels,
                    max_message_size = max, up = false }
     for _, name in ipairs(CALLBACKS) do
         local fn = opts[name]
@@ -106,12 +114,12 @@ end
 -- worker exits (so the reader wakes at once instead of holding up a
 -- reload).  Same timer, other light thread: one cosocket may be read in
 -- one thread while another writes.
-local function pinger(sock, state)
+local function pinger(self, sock, state)
     local since = 0
     while not state.done do
         sleep(1)
         if state.done then return end
-        if exiting() then
+        if exiting() or self.stopped then
             sock:send(encode("QUIT"))
             return
         end
@@ -214,7 +222,7 @@ local function subscribe_once(self)
         end
     end
     local state = {}
-    local thread = spawn(pinger, sock, state)
+    local thread = spawn(pinger, self, sock, state)
     local why
     ok, why = pcall(read_loop, self, sock,
                     { want = want, confirmed = confirmed })
@@ -231,14 +239,14 @@ local function loop(premature, self)
         return
     end
     local backoff = 0.1
-    while not exiting() do
+    while not exiting() and not self.stopped do
         self.up = false
         -- why: the reason, or the error when subscribe_once raised
         local _, why = pcall(subscribe_once, self)
         local was_up = self.up
         self.up = false
         call(self, "on_down", was_up, why)
-        if exiting() then break end
+        if exiting() or self.stopped then break end
         if was_up then backoff = 0.1 end
         host.log("warn", "passport: subscriber disconnected ("
                          .. tostring(why) .. "); reconnecting in " .. backoff
@@ -246,7 +254,13 @@ local function loop(premature, self)
         sleep(backoff * (0.5 + math_random()))
         backoff = math_min(backoff * 2, 5)
     end
-    call(self, "on_exit")
+    if not self.stopped then call(self, "on_exit") end
+end
+
+-- Ends the subscription (its server left the cluster, say): the pinger
+-- sends QUIT within a second, and the loop does not reconnect.
+function _M.stop(self)
+    self.stopped = true
 end
 
 -- Starts the subscriber in a timer: true, or nil and the timer's error.

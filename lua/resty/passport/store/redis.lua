@@ -36,6 +36,8 @@
 local ffi = require "ffi"
 local host = require "resty.passport.host"
 local conn = require "resty.passport.redis.conn"
+local cluster = require "resty.passport.redis.cluster"
+local sentinel = require "resty.passport.redis.sentinel"
 local mux = require "resty.passport.redis.mux"
 local resp = require "resty.passport.redis.resp"
 
@@ -43,11 +45,13 @@ local error = error
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 local huge = math.huge
+local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
+local unpack = unpack
 
 local now_ms = host.now_ms
 
@@ -59,6 +63,9 @@ local KNOWN = {
     prefix = "string", check_expires = "boolean", cache_ttl = "number",
     cache_size = "number", max_value_size = "number",
     cache_coherent = "boolean", multiplex = "boolean",
+    -- Sentinel (redis/sentinel.lua) or Cluster (redis/cluster.lua)
+    sentinels = "table", master_name = "string", sentinel_username = "string",
+    sentinel_password = "string", cluster = "table", discovery_ttl = "number",
 }
 
 local DEFAULTS = {
@@ -178,14 +185,14 @@ local GET_REPLY = resp.accept("$-") -- a bulk string, a null or an error
 local PTTL_REPLY = resp.reader(0, nil, resp.accept(":-"))
 local WHERE = { send = "send to ", io = "read from " }
 
--- The message for a request that got no reply.
-local function failed(c, err, kind)
+-- The message for a request to addr that got no reply.
+local function failed(addr, err, kind)
     if kind == "setup" then
         return err
     end
     local where = WHERE[kind]
     if where then
-        return "redis: " .. where .. c.addr .. " failed: " .. err
+        return "redis: " .. where .. addr .. " failed: " .. err
     end
     return "redis: GET failed: " .. err
 end
@@ -202,15 +209,17 @@ local function get_result(v)
 end
 
 -- json | nil (no such key) | nil, err.  The command is built per call:
--- conn:request may send it again after a yield.  c: the conn, or the
--- multiplexed client; a read may go out again (the `true`: mux.lua).
+-- conn:request may send it again after a yield.  c: the conn, the
+-- multiplexed client, or a Sentinel or Cluster router (the key: Cluster
+-- routes by it; the 4th result: the address that failed); a read may go
+-- out again (the `true`: mux.lua).
 local function fetch_cosocket(self, sid)
     local prefix, c = self.prefix, self.client
-    local v, err, kind = c:request(
+    local v, err, kind, addr = c:request(
         { "*2\r\n$3\r\nGET\r\n$", #prefix + #sid, "\r\n", prefix, sid, "\r\n" },
-        self.get_reader, true)
+        self.get_reader, true, self.keyed and prefix .. sid)
     if v == nil then
-        return nil, failed(c, err, kind)
+        return nil, failed(addr or c.addr, err, kind)
     end
     return get_result(v)
 end
@@ -241,14 +250,21 @@ local function fetch_pttl(self, sid)
     local prefix, c = self.prefix, self.client
     local n = #prefix + #sid
     local t0 = now_ms()
-    local v, err, kind = c:request(
+    local v, err, kind, addr = c:request(
         { "*2\r\n$3\r\nGET\r\n$", n, "\r\n", prefix, sid,
           "\r\n*2\r\n$4\r\nPTTL\r\n$", n, "\r\n", prefix, sid, "\r\n" },
-        self.two_readers, true)
+        self.two_readers, true, self.keyed and prefix .. sid)
     if v == nil then
-        return nil, failed(c, err, kind)
+        return nil, failed(addr or c.addr, err, kind)
     end
     local json, ms = v[1], v[2]
+    if self.keyed and cluster.redirect_of(json) then
+        -- ASK: the key is being migrated.  ASKING covers one command: the
+        -- GET alone, and nothing cached until the move is over
+        local one
+        one, err = fetch_cosocket(self, sid)
+        return one, err, 0
+    end
     json, err = get_result(json)
     if not json then
         return nil, err
@@ -308,14 +324,18 @@ end
 
 local function use_cosockets(self)
     self.backend = "cosocket"
-    self.client = self.multiplex and mux.new(self.conn) or self.conn
+    if self.router then
+        self.client = self.router
+    else
+        self.client = self.multiplex and mux.new(self.conn) or self.conn
+    end
     self._fetch = fetch_cosocket
     self.get_reader = resp.reader(self.max_value_size, "max_value_size",
                                   GET_REPLY)
     if self.cache_ttl then
         local lrucache = require "resty.lrucache"
         self.cache = lrucache.new(self.cache_size)
-        self.two_readers = setmetatable({ get = self.get_reader },
+        self.two_readers = setmetatable({ get = self.get_reader, commands = 2 },
                                         two_replies_mt)
         if self.cache_coherent then
             -- off until passport.init_worker's subscriber holds the
@@ -340,6 +360,36 @@ local function use_hiredis(self)
     return true
 end
 
+-- Sentinel or Cluster: a router takes the conn's place (its settings, no
+-- address); level 4: use_router <- new <- caller.
+local function use_router(self, opts)
+    local mode = opts.sentinels and "sentinels" or opts.cluster and "cluster"
+    if not mode then
+        for _, k in ipairs { "master_name", "sentinel_username", "sentinel_password",
+                             "discovery_ttl" } do
+            if opts[k] ~= nil then bad(k, "needs sentinels or cluster", 4) end
+        end
+        return
+    end
+    if opts.sentinels and opts.cluster then
+        bad("cluster", "give sentinels or cluster, not both", 4)
+    end
+    for _, k in ipairs { "host", "port", "path" } do
+        if opts[k] ~= nil then bad(k, "the address comes from " .. mode, 4) end
+    end
+    if not host.in_nginx then
+        bad(mode, "needs nginx: outside nginx the hiredis client talks to one server", 4)
+    end
+    local settings = {}
+    for k in pairs(conn.OPTIONS) do settings[k] = self.conn[k] end
+    settings.host, settings.port, settings.path, settings.pool = nil, nil, nil, nil
+    local impl = mode == "sentinels" and sentinel or cluster
+    local r, name, why = impl.new(opts, settings, self.max_value_size, self.multiplex)
+    if not r then bad(name, why, 4) end
+    self.router, self.conn, self.addr = r, r, nil
+    self.keyed = mode == "cluster"
+end
+
 function _M.new(opts)
     if opts == nil then
         opts = {}
@@ -357,6 +407,7 @@ function _M.new(opts)
     for k in pairs(conn.OPTIONS) do self[k] = c[k] end
     self.addr = c.addr
     self.conn = c
+    use_router(self, opts)
 
     why = conn.check_int(self.max_value_size, 0)
     if why then bad("max_value_size", why) end
@@ -498,6 +549,23 @@ function _M.command(self, ...)
         error("store:command needs nginx cosockets", 2)
     end
     return self.client:command(...)
+end
+
+-- The values of keys (full keys, prefix included), as MGET answers them:
+-- a list of json | false, or nil, err.  Cluster: GETs pipelined per node
+-- (an MGET may not span slots).
+function _M.mget(self, keys)
+    if self.keyed then
+        return self.router:get_many(keys, self.get_reader)
+    end
+    return self:command("MGET", unpack(keys))
+end
+
+-- The Redis server in use: "host:port" (Sentinel: the master discovered;
+-- Cluster: the masters, comma-separated), nil before the first discovery.
+function _M.address(self)
+    if self.router then return self.router:address() end
+    return self.addr
 end
 
 -- Closes the hiredis connection (outside nginx); a no-op in nginx, where

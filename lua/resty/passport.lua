@@ -40,6 +40,8 @@ local engineio = lazy "resty.passport.engineio"
 local socketio = lazy "resty.passport.socketio"
 local bus = lazy "resty.passport.bus"
 local registry = lazy "resty.passport.registry"
+local metrics = lazy "resty.passport.metrics"
+local status = lazy "resty.passport.status"
 
 -- content_by_lua: authorizes the handshake with auth and returns the
 -- socket, or sends the HTTP error and returns nil.
@@ -80,6 +82,33 @@ end
 -- This worker's sockets of one passport.user value (an index lookup).
 function _M.sockets_of(user)
     return registry().of_user(user)
+end
+
+-- init_worker_by_lua: counters in opts.dict (a lua_shared_dict), and each
+-- worker's status report there.
+function _M.init_metrics(opts)
+    if require("resty.passport.host").phase() ~= "init_worker" then
+        error("passport.init_metrics must be called from init_worker_by_lua", 2)
+    end
+    metrics().configure(opts)
+    status().start()
+    return true
+end
+
+-- content_by_lua: Prometheus's text format (503 until init_metrics).
+function _M.metrics()
+    return metrics().serve()
+end
+
+-- content_by_lua: every worker's view as JSON; 200 healthy, else 503.
+function _M.status()
+    return status().serve()
+end
+
+-- log_by_lua of a handshake location behind limit_req / limit_conn: the
+-- refusals they made counted as reason "rate_limited" of mode.
+function _M.count_rate_limited(mode)
+    return nginx.count_rate_limited(mode)
 end
 
 return _M

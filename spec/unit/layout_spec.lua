@@ -35,6 +35,7 @@ local FLOW = {
     "resty.passport.emitter",
     "resty.passport.logout",
     "resty.passport.bus",
+    "resty.passport.status",
     "resty.passport",
 }
 

@@ -28,6 +28,7 @@ local registry = require "resty.passport.registry"
 local logout = require "resty.passport.logout"
 local emitter = require "resty.passport.emitter"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 
 local byte = string.byte
 local concat = table.concat
@@ -44,6 +45,16 @@ local utf8_valid = frame.utf8_valid
 local _M = { _VERSION = "0.1.0" }
 
 local conf -- set by init_worker
+
+local enabled = metrics.enabled
+local madd = metrics.add
+local K_PUBLISHED = metrics.key("passport_emits_published_total")
+local K_RECEIVED = metrics.key("passport_emits_received_total")
+local K_DELIVERED = metrics.key("passport_emit_deliveries_total")
+local K_DROPPED = {
+    ["send queue overflow"] = metrics.key("passport_emit_drops_total", { reason = "queue_full" }),
+    closed = metrics.key("passport_emit_drops_total", { reason = "closed" }),
+}
 
 ---------------------------------------------------------------------------
 -- Delivery on this worker.
@@ -76,7 +87,7 @@ end
 -- bytes or nil (nothing for that protocol).
 local function send_all(sockets, encode)
     local encoded = {}
-    local n = 0
+    local n, dropped = 0, nil
     for i = 1, #sockets do
         local s = sockets[i]
         local wire = s.wire
@@ -85,7 +96,21 @@ local function send_all(sockets, encode)
             bytes = encode(wire) or false
             encoded[wire] = bytes
         end
-        if bytes and s:send_frame(bytes) then n = n + 1 end
+        if bytes then
+            local ok, err = s:send_frame(bytes)
+            if ok then
+                n = n + 1
+            else
+                dropped = dropped or {}
+                dropped[err] = (dropped[err] or 0) + 1
+            end
+        end
+    end
+    if enabled() then
+        if n > 0 then madd(K_DELIVERED, n) end
+        if dropped then
+            for err, c in pairs(dropped) do madd(K_DROPPED[err] or K_DROPPED.closed, c) end
+        end
     end
     return n
 end
@@ -143,6 +168,7 @@ local function deliver(msg)
 end
 
 local function on_message(_, payload)
+    if enabled() then madd(K_RECEIVED) end
     local ok, err = pcall(deliver, payload)
     if not ok then host.log("err", "passport: delivery failed: " .. tostring(err)) end
 end
@@ -203,6 +229,7 @@ local function subscriber(store, channel, max, lo, em)
         on_up = lo and logout.on_up or nil,
         on_down = lo and logout.on_down or nil,
         on_exit = close_all,
+        report_up = true,
     })
 end
 
@@ -234,7 +261,9 @@ function _M.init_worker(opts)
     end
     local em = opts.socketio_emitter ~= nil and emitter.configure(opts.socketio_emitter) or nil
     if lo then logout.start(store, lo) end
-    local ok, err = subscriber(store, channel, max, lo, em):start()
+    local subscription = subscriber(store, channel, max, lo, em)
+    conf.subscriber = subscription
+    local ok, err = subscription:start()
     if ok and lo and store.keyed then
         ok, err = masters.start(store, {
             prepare = logout.prepare, on_pmessage = logout.on_event,
@@ -245,6 +274,19 @@ function _M.init_worker(opts)
         error("cannot start the passport subscriber: " .. tostring(err), 2)
     end
     return true
+end
+
+-- This worker's view, for passport.status(): nil before init_worker.
+function _M.state()
+    if not conf then return nil end
+    local store = conf.store
+    local live = store.cache_live
+    return {
+        subscriber = conf.subscriber.up and "up" or "down",
+        cache = store.cache and (live == nil and "ttl" or live and "coherent" or "off") or "none",
+        redis = store:address(),
+        masters = store.keyed and masters.state() or nil,
+    }
 end
 
 -- The target of an emit: kind and key ("u" user key, "f" filter, "r"
@@ -278,7 +320,9 @@ local function publish(payload)
     if #payload > conf.max_message_size then
         return nil, "message of " .. #payload .. " bytes exceeds max_message_size"
     end
-    return conf.store:command("PUBLISH", conf.channel, payload)
+    local n, err = conf.store:command("PUBLISH", conf.channel, payload)
+    if n and enabled() then madd(K_PUBLISHED) end
+    return n, err
 end
 
 -- An event: the packet encoded here, once for every recipient everywhere.

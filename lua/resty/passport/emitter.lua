@@ -30,6 +30,7 @@ local cjson = require "cjson.safe"
 local parser = require "resty.passport.socketio.parser"
 local registry = require "resty.passport.registry"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 
 local binary = parser.binary
 local as_array = parser.array
@@ -47,6 +48,13 @@ local tostring = tostring
 local type = type
 
 local _M = { _VERSION = "0.1.0" }
+
+-- The same counters as emit's (bus.lua): a broadcast received, delivered
+-- to sockets, or dropped.
+local K_RECEIVED = metrics.key("passport_emits_received_total")
+local K_DELIVERED = metrics.key("passport_emit_deliveries_total")
+local K_DROP_FULL = metrics.key("passport_emit_drops_total", { reason = "queue_full" })
+local K_DROP_CLOSED = metrics.key("passport_emit_drops_total", { reason = "closed" })
 
 local MAX_DEPTH = 32
 local MAX_ROOMS = 1000
@@ -232,9 +240,17 @@ local function broadcast(payload)
                 end
                 encoded[wire] = bytes
             end
-            if bytes and s:send_frame(bytes) then sent = sent + 1 end
+            if bytes then
+                local queued, err = s:send_frame(bytes)
+                if queued then
+                    sent = sent + 1
+                elseif metrics.enabled() then
+                    metrics.add(err == "closed" and K_DROP_CLOSED or K_DROP_FULL)
+                end
+            end
         end
     end
+    if sent > 0 and metrics.enabled() then metrics.add(K_DELIVERED, sent) end
     return sent
 end
 
@@ -313,6 +329,7 @@ function _M.on_pmessage(_, channel, payload)
     if not conf then return false end
     local b, r = conf.broadcast, conf.request
     if sub(channel, 1, #b) == b then
+        if metrics.enabled() then metrics.add(K_RECEIVED) end
         local ok, err = pcall(broadcast, payload)
         if not ok then drop("delivery", err) end
         return true

@@ -33,6 +33,7 @@ local host = require "resty.passport.host"
 
 local encode = frame.encode
 local handshake_input = nginx.handshake_input
+local count = nginx.count
 local http_error = nginx.respond_error
 local refusal = nginx.refusal
 local reject = nginx.reject
@@ -290,6 +291,7 @@ function _M.new(opts, fname, extra, methods, register)
         max_payload = o.max_payload,
         -- a layer above answers refusals itself (Socket.IO's CONNECT_ERROR)
         refuse_in_band = false,
+        mode = fname, -- passport_handshakes_total's label
         handlers = {},
     }, Server)
     self.class = new_class("engine.io", register ~= false, methods or { on = _M.on })
@@ -374,6 +376,7 @@ function Server:accept()
     end
     local auth = self.auth
     local ok, data, is_error, refused = auth:verify(handshake_input(auth))
+    count(self.mode, ok, data, is_error)
     if not ok then
         if not self.refuse_in_band then return reject(data, is_error, refused) end
         local _, public = refusal(data, is_error, refused)

@@ -17,6 +17,7 @@
 local registry = require "resty.passport.registry"
 local session = require "resty.passport.session"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 
 local ngx = ngx
 local decode = session.decode
@@ -78,10 +79,18 @@ end
 ---------------------------------------------------------------------------
 -- Closing.
 
+local K_CLOSES = metrics.key("passport_logout_closes_total")
+
+-- Closes a socket whose session ended (or changed hands).
+local function end_socket(s)
+    if s.state == "open" and metrics.enabled() then metrics.add(K_CLOSES) end
+    s:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+end
+
 local function session_ended(sid, why)
     local socks = registry.of_sid(sid)
     for i = 1, #socks do
-        socks[i]:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+        end_socket(socks[i])
     end
     if socks[1] then
         host.log("info", "passport: " .. #socks .. " socket(s) closed: session " .. why)
@@ -111,7 +120,7 @@ local function apply(s, ok, admitted, v)
         s.data = v
         return update_index(s, index_of(v))
     end
-    s:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+    end_socket(s)
     if ok then
         host.log("info", "passport: socket closed: its changed session was refused: " .. tostring(v))
     else
@@ -192,7 +201,7 @@ local function check(sid, json, now)
         local sock = socks[i]
         local data = sock.data
         if sock._key ~= key then
-            sock:close(CLOSE_SESSION_ENDED, ENDED_REASON)
+            end_socket(sock)
         elseif data._record ~= json and data._auth then
             enqueue(sock, json)
         end

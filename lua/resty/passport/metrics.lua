@@ -397,6 +397,12 @@ function _M.configure(opts)
     return true
 end
 
+-- The configured lua_shared_dict (passport.status keeps its per-worker
+-- reports there too), or nil.
+function _M.dict()
+    return dict
+end
+
 function _M.enabled()
     return dict ~= nil
 end

@@ -7,9 +7,11 @@
 local cjson = require "cjson.safe"
 local authorize = require "resty.passport.authorize"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 
 local concat = table.concat
 local error = error
+local find = string.find
 local floor = math.floor
 local format = string.format
 local gsub = string.gsub
@@ -26,6 +28,69 @@ local json_null = cjson.null
 local ngx = ngx -- luacheck: ignore 211 (nil outside nginx)
 
 local _M = { _VERSION = "0.1.0" }
+
+---------------------------------------------------------------------------
+-- Handshakes counted (passport_handshakes_total): by mode, outcome and a
+-- reason from a short fixed list, never the message itself (a fail
+-- callback may say anything).
+
+local MSG = authorize.messages
+local REASON = {
+    [MSG.no_session] = "no_session", [MSG.no_passport] = "no_passport",
+    [MSG.no_user] = "no_user", [MSG.user_not_found] = "user_not_found",
+    [MSG.origin] = "origin", [MSG.timeout] = "accept_timeout",
+    [MSG.pending] = "callback_pending", [MSG.refused] = "refused",
+}
+local hs_keys = {} -- mode -> outcome -> reason -> the metric's key
+
+local function hs_key(mode, outcome, reason)
+    local by_outcome = hs_keys[mode]
+    if not by_outcome then
+        by_outcome = {}
+        hs_keys[mode] = by_outcome
+    end
+    local by_reason = by_outcome[outcome]
+    if not by_reason then
+        by_reason = {}
+        by_outcome[outcome] = by_reason
+    end
+    local k = by_reason[reason]
+    if not k then
+        k = metrics.key("passport_handshakes_total",
+                        { mode = mode, outcome = outcome, reason = reason })
+        by_reason[reason] = k
+    end
+    return k
+end
+
+-- One verdict of mode ("guard", "terminate", "engineio", "socketio"):
+-- verify's ok, message and is_error.
+function _M.count(mode, ok, msg, is_error)
+    if not metrics.enabled() then return end
+    if ok then
+        return metrics.add(hs_key(mode, "accepted", "none"))
+    end
+    local reason = REASON[msg]
+    if not reason then
+        if is_error then
+            reason = find(msg, MSG.store, 1, true) == 1 and "store_error" or "error"
+        else
+            reason = "policy" -- a fail callback's own message
+        end
+    end
+    return metrics.add(hs_key(mode, is_error and "error" or "refused", reason))
+end
+local count = _M.count
+
+-- log_by_lua: a handshake that limit_req or limit_conn refused never
+-- reached Lua; the log phase sees it.
+function _M.count_rate_limited(mode)
+    if not metrics.enabled() then return end
+    local var = ngx.var
+    if var.limit_req_status == "REJECTED" or var.limit_conn_status == "REJECTED" then
+        metrics.add(hs_key(mode, "refused", "rate_limited"))
+    end
+end
 
 -- The objects passport.authorize returns: authorize's methods + access().
 local methods = setmetatable({}, { __index = authorize })
@@ -120,9 +185,9 @@ end
 local function is_array(t)
     local n = #t
     if n == 0 then return false end
-    local count = 0
-    for _ in next, t do count = count + 1 end
-    return count == n
+    local keys = 0
+    for _ in next, t do keys = keys + 1 end
+    return keys == n
 end
 
 local function encode_table(t, depth, out)
@@ -244,6 +309,7 @@ function methods.access(self)
         clear_identity(names)
     end
     local ok, msg, is_error, data = self:verify(handshake_input(self))
+    count("guard", ok, msg, is_error)
     if ok then
         ngx.ctx.passport = msg
         if names then set_identity(names, msg) end

@@ -14,6 +14,8 @@
 -- its own: those two are answered from the user and session indexes.
 -- Other rooms are joined: socket.rooms (a set, made on the first join)
 -- and an index by namespace and name.
+local metrics = require "resty.passport.metrics"
+
 local error = error
 local format = string.format
 local match = string.match
@@ -34,6 +36,14 @@ local by_room = {}    -- namespace .. "\0" .. room -> { [socket] = true }
 local by_id = {}      -- socket.id -> socket (socket.io's room of one socket)
 
 local user_key = "id"
+
+-- passport_sockets by the socket's wire name.
+local K_SOCKETS = {
+    websocket = metrics.key("passport_sockets", { protocol = "websocket" }),
+    ["engine.io"] = metrics.key("passport_sockets", { protocol = "engineio" }),
+    ["socket.io"] = metrics.key("passport_sockets", { protocol = "socketio" }),
+}
+local enabled = metrics.enabled
 
 -- registry.configure{ user_key = "id" }: which field stands for a table
 -- passport.user (passport.init_worker's option).
@@ -122,6 +132,14 @@ function _M.add(socket)
     count = count + 1
     list[count] = socket
     socket._slot = count
+    if enabled() then
+        local wire = socket.wire
+        local k = wire and K_SOCKETS[wire.name]
+        if k then
+            metrics.add(k, 1)
+            socket._gauge = k -- removal takes back exactly what was added
+        end
+    end
     local id = socket.id
     if id then by_id[id] = socket end
     if socket._key then index_add(by_user, socket._key, socket) end
@@ -145,6 +163,11 @@ function _M.remove(socket)
     list[count] = nil
     count = count - 1
     socket._slot = nil
+    local k = socket._gauge
+    if k then
+        socket._gauge = nil
+        metrics.add(k, -1)
+    end
     local id = socket.id
     if id and by_id[id] == socket then by_id[id] = nil end
     if socket._key then index_del(by_user, socket._key, socket) end

@@ -18,6 +18,7 @@ local host = require "resty.passport.host"
 local accept_key = frame.accept_key
 local encode = frame.encode
 local handshake_input = nginx.handshake_input
+local count = nginx.count
 local http_error = nginx.respond_error
 local reject = nginx.reject
 local new_options = socket.options
@@ -242,6 +243,7 @@ function _M.serve(auth, opts)
     local accept = accept_upgrade(var, "websocket")
     if not accept then return nil end
     local ok, data, is_error, refused = auth:verify(handshake_input(auth))
+    count("terminate", ok, data, is_error)
     if not ok then
         return reject(data, is_error, refused)
     end

@@ -13,7 +13,11 @@ const socket = io(url, { transports: [transport], extraHeaders, reconnection: fa
 const done = (out) => { console.log(JSON.stringify(out)); socket.close(); process.exit(0); };
 socket.on('hello', (hello) => done({ connected: true, hello }));
 socket.on('connect_error', (err) => done({
-  connected: false, error: err.message, status: err.description && (err.description.statusCode || err.description.status || null),
+  connected: false,
+  error: err.message,
+  // a polling error's description is the HTTP status itself
+  status: typeof err.description === 'number' ? err.description
+    : err.description && (err.description.statusCode || err.description.status || null),
   context: err.context && err.context.responseText ? err.context.responseText : null,
 }));
 setTimeout(() => done({ connected: false, error: 'timeout' }), 8000);

@@ -21,6 +21,7 @@
 -- back as it is: ASKING covers one command, the caller sends its key's
 -- commands one by one then.
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 local conn = require "resty.passport.redis.conn"
 local nodes = require "resty.passport.redis.nodes"
 local resp = require "resty.passport.redis.resp"
@@ -54,6 +55,11 @@ local MAX_REDIRECTS = 5
 local ASKING = encode("ASKING")
 local ASKING_REPLY = resp.reader(0, nil, resp.accept("+-"))
 local SLOTS_READER = resp.reader(4096)
+
+local K_FOUND = metrics.key("passport_redis_discoveries_total", { mode = "cluster", outcome = "ok" })
+local K_FAILED = metrics.key("passport_redis_discoveries_total", { mode = "cluster", outcome = "error" })
+local K_MOVED = metrics.key("passport_redis_redirects_total", { kind = "moved" })
+local K_ASK = metrics.key("passport_redis_redirects_total", { kind = "ask" })
 
 -- Reads ASKING's +OK, then the request's own reply.
 local Asking = {}
@@ -156,11 +162,13 @@ local function load_map(self)
                 end
                 self.slots, self.list = map, list
                 self.expires = now() + self.ttl
+                metrics.add(K_FOUND)
                 return true
             end
             why[#why + 1] = list
         end
     end
+    metrics.add(K_FAILED)
     return nil, "redis: cluster: no node gave its slot map: " .. concat(why, "; ")
 end
 
@@ -248,6 +256,7 @@ function _M.request(self, bytes, reader, again, key)
         end
         local redirect, rs, to = redirect_of(v)
         if not redirect then return v, nil, nil, addr end
+        metrics.add(redirect == "MOVED" and K_MOVED or K_ASK)
         if redirect == "MOVED" then
             if rs and rs < NSLOTS then self.slots[rs + 1] = to end
             refresh_soon(self)

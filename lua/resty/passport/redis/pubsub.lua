@@ -30,6 +30,7 @@
 -- Delivery is at most once: while reconnecting, what is published is
 -- missed.
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 local resp = require "resty.passport.redis.resp"
 
 local error = error
@@ -65,6 +66,17 @@ local ACK = { subscribe = true, psubscribe = true }
 
 local function noop() end
 
+local K_RECONNECTS = metrics.key("passport_subscriber_reconnects_total")
+
+-- passport_subscriber_up{worker}: the subscriber that carries emit's
+-- channel says whether it is subscribed (opts.report_up).
+local function report_up(self, up)
+    if self.report_up and metrics.enabled() then
+        metrics.set_gauge(metrics.key("passport_subscriber_up", { worker = ngx.worker.id() }),
+                          up and 1 or 0)
+    end
+end
+
 local function argerr(msg)
     error("bad argument #2 to 'pubsub.new' (" .. msg .. ")", 3)
 end
@@ -89,7 +101,7 @@ function _M.new(store, opts)
     if type(max) ~= "number" or max < 1 then
         argerr("max_message_size: positive number expected")
     end
-    local self = { conn = c, channels = channels,
+    local self = { conn = c, channels = channels, report_up = opts.report_up,
                    max_message_size = max, up = false }
     for _, name in ipairs(CALLBACKS) do
         local fn = opts[name]
@@ -159,6 +171,7 @@ local function on_reply(self, st, v)
         st.want = st.want - 1
         if st.want == 0 then
             self.up = true
+            report_up(self, true)
             call(self, "on_up", st.confirmed)
         end
     end
@@ -168,6 +181,7 @@ end
 local function read_loop(self, sock, st)
     if st.want == 0 then
         self.up = true
+        report_up(self, true)
         call(self, "on_up", st.confirmed)
     end
     local p = resp.parser(self.max_message_size, nil, nil, true)
@@ -245,8 +259,10 @@ local function loop(premature, self)
         local _, why = pcall(subscribe_once, self)
         local was_up = self.up
         self.up = false
+        if was_up then report_up(self, false) end
         call(self, "on_down", was_up, why)
         if exiting() or self.stopped then break end
+        if metrics.enabled() then metrics.add(K_RECONNECTS) end
         if was_up then backoff = 0.1 end
         host.log("warn", "passport: subscriber disconnected ("
                          .. tostring(why) .. "); reconnecting in " .. backoff

@@ -18,6 +18,7 @@
 -- requests fail at once with the reason ("redis: no master for ...").
 local conn = require "resty.passport.redis.conn"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 local nodes = require "resty.passport.redis.nodes"
 local resp = require "resty.passport.redis.resp"
 
@@ -37,6 +38,9 @@ local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
 
 local DEFAULT_TTL = 5 -- s an answer is trusted without a failure
+
+local K_FOUND = metrics.key("passport_redis_discoveries_total", { mode = "sentinel", outcome = "ok" })
+local K_FAILED = metrics.key("passport_redis_discoveries_total", { mode = "sentinel", outcome = "error" })
 
 -- Error replies that mean "this server is not a usable master now".
 local NOT_MASTER = { "READONLY", "LOADING", "MASTERDOWN" }
@@ -141,10 +145,12 @@ local function discover(self)
             self.current, self.master_addr = e, e.addr
             self.expires = now() + self.ttl
             self.next_sentinel = k
+            metrics.add(K_FOUND)
             return true
         end
         why[#why + 1] = err
     end
+    metrics.add(K_FAILED)
     return nil, "redis: no master for '" .. self.name .. "': " .. concat(why, "; ")
 end
 

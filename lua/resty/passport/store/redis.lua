@@ -35,6 +35,7 @@
 -- wins.
 local ffi = require "ffi"
 local host = require "resty.passport.host"
+local metrics = require "resty.passport.metrics"
 local conn = require "resty.passport.redis.conn"
 local cluster = require "resty.passport.redis.cluster"
 local sentinel = require "resty.passport.redis.sentinel"
@@ -54,6 +55,34 @@ local type = type
 local unpack = unpack
 
 local now_ms = host.now_ms
+local clock = host.clock
+local find = string.find
+local enabled = metrics.enabled
+local add = metrics.add
+
+-- Metrics: the keys, built once.
+local K_HIT = metrics.key("passport_cache_lookups_total", { result = "hit" })
+local K_MISS = metrics.key("passport_cache_lookups_total", { result = "miss" })
+local K_INVALIDATED = metrics.key("passport_cache_invalidations_total")
+local H_GET = metrics.histogram_key("passport_store_request_duration_seconds", { op = "get" })
+local ERROR_KINDS = { "connect", "timeout", "io", "protocol", "reply", "too_big", "other" }
+local K_ERROR = {}
+for _, kind in ipairs(ERROR_KINDS) do
+    K_ERROR[kind] = metrics.key("passport_store_errors_total", { kind = kind })
+end
+
+-- passport_store_errors_total's kind of an error message (the error
+-- path only: string searches are fine there).
+local function error_kind(err)
+    local function has(s) return find(err, s, 1, true) ~= nil end
+    if has("timeout") then return "timeout" end
+    if has("connect to") or has("no master") or has("has no node") then return "connect" end
+    if has("exceeds") then return "too_big" end
+    if has("read from") or has("send to") then return "io" end
+    if has("protocol") or has("bad session record") or has("unexpected") then return "protocol" end
+    if has(" failed: ") then return "reply" end
+    return "other"
+end
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -465,11 +494,14 @@ function _M.get(self, sid)
     if cache then
         if self.cache_live == false then
             cache = nil -- coherent, and nothing would tell us of a change
+            if enabled() then add(K_MISS) end
         else
             local json = cache:get(sid)
             if json then
+                if enabled() then add(K_HIT) end
                 return json
             end
+            if enabled() then add(K_MISS) end
             epoch, invalidations = self.cache_epoch, self.invalidations
         end
     end
@@ -477,10 +509,15 @@ function _M.get(self, sid)
     -- Uncached, one GET: the handshake's hot path.  Cached, the key's
     -- PTTL too, so that a cached copy never outlives the key.
     local json, err, ttl
+    local t0 = enabled() and clock()
     if cache then
         json, err, ttl = fetch_pttl(self, sid)
     else
         json, err = self._fetch(self, sid)
+    end
+    if t0 then
+        metrics.observe(H_GET, clock() - t0)
+        if err then add(K_ERROR[error_kind(err)]) end
     end
     if not json then
         return nil, err
@@ -516,6 +553,7 @@ function _M.invalidate(self, sid)
     local cache = self.cache
     if not cache then return end
     cache:delete(sid)
+    if enabled() then add(K_INVALIDATED) end
     local n = self.invalidations + 1
     self.invalidations = n
     local recent = self.recent
@@ -535,6 +573,10 @@ function _M.set_coherent(self, live)
     cache:flush_all()
     self.cache_epoch = self.cache_epoch + 1
     self.cache_live = live and true or false
+    if enabled() then
+        metrics.set_gauge(metrics.key("passport_cache_coherent", { worker = ngx.worker.id() }),
+                          live and 1 or 0)
+    end
 end
 
 -- One command over a pooled (or, multiplex, the worker's) connection

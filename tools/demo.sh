@@ -183,6 +183,17 @@ for mode in $MODES; do
         grep -v ' \[debug\] ' "$RUN_DIR/$mode/logs/error.log" | tail -n 15 | sed 's/^/    /'
     fi
 done
+for mode in $MODES; do
+    if [ "$mode" = socketio ]; then
+        echo
+        echo "-- what the socketio gateway counted (GET /metrics, a few lines of many):"
+        curl -s "http://127.0.0.1:${GATEWAY_PORT[$mode]}/metrics" \
+            | grep -E '^passport_(handshakes_total|sockets|emits_published_total|emit_deliveries_total|logout_closes_total|subscriber_up)' \
+            | grep -v ' 0$' | sed 's/^/  /'
+        echo "-- and its health (GET /status): $(curl -s -o /dev/null -w '%{http_code}' \
+            "http://127.0.0.1:${GATEWAY_PORT[$mode]}/status")"
+    fi
+done
 echo
 if [ "$failed" = 0 ]; then
     echo "== every outcome as expected"

@@ -6,7 +6,7 @@ set -eu
 PKGS="make gcc clang libclang-rt-14-dev valgrind pkg-config git
 luajit2 libluajit2-5.1-dev luarocks lua-busted lua-check lua-cjson lua-socket lua-messagepack
 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache
-redis-server redis-sentinel libhiredis-dev libssl-dev nodejs npm wrk prometheus
+redis-server redis-sentinel libhiredis-dev libssl-dev nodejs npm wrk prometheus curl
 chromium ${EXTRA_PKGS:-}"
 missing=""
 for p in $PKGS; do

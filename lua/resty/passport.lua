@@ -5,6 +5,7 @@
 --   auth:access()      -- nginx access phase
 --   auth:check(req)    -- any host
 --   passport.websocket(auth, opts)   -- content phase: the gateway holds it
+--   passport.attach(wb, data)        -- content phase: the handler holds it
 --   passport.socketio{ auth = auth }; io:of("/"):on("connection", fn); io:serve()
 --   passport.init_worker{...}; passport.emit{...}
 --   passport.filter_sockets_by_user(fn); passport.sockets_of(user)
@@ -36,6 +37,7 @@ local function lazy(name)
     end
 end
 local websocket = lazy "resty.passport.websocket"
+local attach = lazy "resty.passport.attach"
 local engineio = lazy "resty.passport.engineio"
 local socketio = lazy "resty.passport.socketio"
 local bus = lazy "resty.passport.bus"
@@ -47,6 +49,13 @@ local status = lazy "resty.passport.status"
 -- socket, or sends the HTTP error and returns nil.
 function _M.websocket(auth, opts)
     return websocket().serve(auth, opts)
+end
+
+-- content_by_lua: a WebSocket the handler made itself (lua-resty-websocket's
+-- resty.websocket.server) joins the registry for emit, sockets_of and
+-- logout; data is authorize's (ngx.ctx.passport after auth:access()).
+function _M.attach(wb, data, opts)
+    return attach().attach(wb, data, opts)
 end
 
 -- A Socket.IO server (socket.io-client connects to nginx); io:serve() in

@@ -27,6 +27,7 @@ local FLOW = {
     "resty.passport.registry",
     "resty.passport.ws.socket",
     "resty.passport.websocket",
+    "resty.passport.attach",
     "resty.passport.engineio.sessions",
     "resty.passport.engineio.polling",
     "resty.passport.engineio.upgrade",

@@ -17,8 +17,11 @@ local function say(s) io.stderr:write(tostring(s), "\n") end
 local cookie = require "resty.passport.cookie"
 
 local ffi = require "ffi"
-require "resty.passport.host" -- declares clock_gettime and rp_timespec
-local ts = ffi.new("rp_timespec")
+pcall(ffi.cdef, [[
+    typedef struct rp_timing_ts { long sec; long nsec; } rp_timing_ts;
+    int clock_gettime(int clk, rp_timing_ts *ts);
+]])
+local ts = ffi.new("rp_timing_ts")
 local function now_ns()
     ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
     return tonumber(ts.sec) * 1e9 + tonumber(ts.nsec)

@@ -59,16 +59,18 @@ end
 -- clock_gettime(CLOCK_MONOTONIC) through the FFI (the vDSO: no syscall):
 -- ngx.now() is the event loop's cached time, too coarse for a store
 -- request that takes 100 us.
+-- Declared under a name of our own (asm label): other code in the same
+-- LuaJIT state may declare clock_gettime with its own struct type.
 if not pcall(ffi.typeof, "rp_timespec") then
     ffi.cdef [[
     typedef struct rp_timespec { long sec; long nsec; } rp_timespec;
-    int clock_gettime(int clk, rp_timespec *ts);
+    int rp_clock_gettime(int clk, rp_timespec *ts) __asm__("clock_gettime");
     ]]
 end
 local ts = ffi.new("rp_timespec")
 local CLOCK_MONOTONIC = 1
 function _M.clock()
-    ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+    ffi.C.rp_clock_gettime(CLOCK_MONOTONIC, ts)
     return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
 end
 

@@ -74,7 +74,7 @@ describe("operating the gateway", function()
     limit_req_zone $handshake_client zone=handshakes:1m rate=1r/m;
     init_by_lua_block {
         passport = require "resty.passport"
-        store = passport.redis { port = %d, cache_ttl = 10, cache_coherent = true }
+        store = passport.redis { port = %d, cache_ttl = 10000, cache_coherent = true }
         auth = passport.authorize { secret = %q, store = store }
         down = passport.authorize { secret = %q, store = passport.redis { port = %d, connect_timeout = 200 } }
         sio = passport.socketio { auth = auth }

@@ -29,7 +29,7 @@ local function gateway(sentinels, extra)
         local passport = require "resty.passport"
         store = passport.redis { sentinels = %s, master_name = "mymaster",
                                  connect_timeout = 300, read_timeout = 1000,
-                                 cache_ttl = 30, cache_coherent = true, %s }
+                                 cache_ttl = 30000, cache_coherent = true, %s }
         auth = passport.authorize { secret = %q, store = store }
     }
     init_worker_by_lua_block {

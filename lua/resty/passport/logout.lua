@@ -186,6 +186,9 @@ end
 -- policy again.  (A record without a cookie object is unreadable: Express
 -- fails every request for it.)
 local function check(sid, json, now)
+    if type(json) == "table" then
+        return -- this key's node failed (a cluster): close nothing
+    end
     if not json then
         return session_ended(sid, "gone")
     end

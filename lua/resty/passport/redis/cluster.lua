@@ -9,8 +9,10 @@
 --   local r, name, why = cluster.new(opts, settings, max_bulk, multiplex)
 --   r:request(bytes, reader, again, key) --> as conn:request, + the address
 --   r:command("PUBLISH", ch, msg)         --> on any node
---   r:get_many(keys, reader)  --> { reply|false ... } | nil, err (GETs,
---                                 pipelined per node, redirects followed)
+--   r:get_many(keys, reader)  --> { reply | false | { err = why } ... } |
+--                                 nil, err (GETs pipelined per node,
+--                                 redirects followed; a key that failed
+--                                 says why in its place)
 --   r:raw(read_timeout)       --> sock on any node (the emit subscriber)
 --   r:masters(), r.version    --> the masters' addresses, and a number that
 --                                 changes when that list changes
@@ -294,15 +296,19 @@ function _M.get_many(self, keys, reader)
         local g = groups[addr]
         local parts = {}
         for j = 1, #g do parts[j] = encode("GET", keys[g[j]]) end
-        local e = addr ~= "?" and self.set:get(addr)
+        -- a slot with no node ("?"), or a pipeline that failed: each key
+        -- goes on its own, which says why
+        local e = addr ~= "?" and self.set:get(addr) or nil
         local v = e and e.client:request(parts,
-                                         setmetatable({ inner = reader, n = #g }, many_mt), true)
+                                         setmetatable({ inner = reader, n = #g }, many_mt), true) or nil
         for j = 1, #g do
             local i = g[j]
             local r = v and v[j]
             if r == nil or redirect_of(r) then
                 r, err = self:request(encode("GET", keys[i]), reader, true, keys[i])
-                if r == nil then return nil, err end
+                if r == nil then r = { err = err } end
+            elseif type(r) == "table" and r.err then
+                r = { err = "redis: GET failed: " .. r.err }
             end
             out[i] = r
         end

@@ -67,10 +67,12 @@ local function add(w, addr)
         on_pmessage = opts.on_pmessage,
         on_up = function(confirmed)
             s.confirmed = confirmed and true or false
+            w.store.watched[addr] = s.confirmed or nil
             recompute(w)
         end,
         on_down = function()
             s.confirmed = false
+            w.store.watched[addr] = nil
             recompute(w)
         end,
     })
@@ -104,6 +106,7 @@ local function sync(w)
         if not want[addr] then
             s.sub:stop()
             w.subs[addr] = nil
+            w.store.watched[addr] = nil
         end
     end
     recompute(w)

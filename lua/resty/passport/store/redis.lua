@@ -308,12 +308,12 @@ local function fetch_pttl(self, sid)
         return json, nil, 0
     end
     if ms == -1 then
-        return json, nil, huge
+        return json, nil, huge, addr
     end
     -- -2: the key went between the GET and the PTTL.  Else the key's life
     -- left, counted from before the request was sent, so that the copy
     -- dies no later than the key however long the reply took.
-    return json, nil, ms < 0 and 0 or ms - (now_ms() - t0)
+    return json, nil, ms < 0 and 0 or ms - (now_ms() - t0), addr
 end
 
 ---------------------------------------------------------------------------
@@ -417,6 +417,9 @@ local function use_router(self, opts)
     if not r then bad(name, why, 4) end
     self.router, self.conn, self.addr = r, r, nil
     self.keyed = mode == "cluster"
+    -- Cluster: masters whose keyspace subscription is confirmed (set by
+    -- redis/masters.lua), for the coherent cache
+    self.watched = {}
 end
 
 function _M.new(opts)
@@ -508,10 +511,10 @@ function _M.get(self, sid)
 
     -- Uncached, one GET: the handshake's hot path.  Cached, the key's
     -- PTTL too, so that a cached copy never outlives the key.
-    local json, err, ttl
+    local json, err, ttl, from
     local t0 = enabled() and clock()
     if cache then
-        json, err, ttl = fetch_pttl(self, sid)
+        json, err, ttl, from = fetch_pttl(self, sid)
     else
         json, err = self._fetch(self, sid)
     end
@@ -537,6 +540,12 @@ function _M.get(self, sid)
         end
     end
     if cache then
+        -- a cluster: the key's master must be one whose keyspace events
+        -- this worker hears (a slot just moved to a new master, before
+        -- redis/masters.lua has subscribed to it: no copy)
+        if self.keyed and self.cache_live ~= nil and not self.watched[from] then
+            ttl = 0
+        end
         if self.cache_ttl < ttl then
             ttl = self.cache_ttl
         end
@@ -595,7 +604,8 @@ end
 
 -- The values of keys (full keys, prefix included), as MGET answers them:
 -- a list of json | false, or nil, err.  Cluster: GETs pipelined per node
--- (an MGET may not span slots).
+-- (an MGET may not span slots), and a key whose node failed is
+-- { err = why } in its place (the others are still answered).
 function _M.mget(self, keys)
     if self.keyed then
         return self.router:get_many(keys, self.get_reader)

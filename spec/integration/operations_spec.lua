@@ -72,6 +72,7 @@ describe("operating the gateway", function()
     # the README's recipe: new sessions only (no sid), per client address
     map $arg_sid $handshake_client { "" $binary_remote_addr; default ""; }
     limit_req_zone $handshake_client zone=handshakes:1m rate=1r/m;
+    limit_conn_zone $binary_remote_addr zone=held:1m;
     init_by_lua_block {
         passport = require "resty.passport"
         store = passport.redis { port = %d, cache_ttl = 10000, cache_coherent = true }
@@ -96,6 +97,17 @@ describe("operating the gateway", function()
                 s:send("hello")
                 while s:recv() do end
             }
+        }
+        location = /ws_limited {
+            limit_conn held 1;
+            limit_conn_status 429;
+            content_by_lua_block {
+                local s = passport.websocket(auth)
+                if not s then return end
+                s:send("hello")
+                while s:recv() do end
+            }
+            log_by_lua_block { passport.count_rate_limited("terminate") }
         }
         location = /emit { content_by_lua_block {
             ngx.print(tostring(passport.emit { user = tonumber(ngx.var.arg_user), data = "news" }))
@@ -225,6 +237,21 @@ describe("operating the gateway", function()
         local m = scrape()
         assert.equal(2, m[hs("socketio", "refused", "rate_limited")])
         assert.equal(2, m[hs("socketio", "accepted", "none")])
+    end)
+
+    it("limit_conn bounds the sockets held per address: the next upgrade is a 429, counted", function()
+        local accepted = scrape()[hs("terminate", "accepted", "none")]
+        local c, st = ws_raw.connect(nginx.port, "/ws_limited", { Cookie = bob })
+        assert.equal(101, st)
+        assert.equal("hello", c:read_frame(2).payload)
+        local c2, st2 = ws_raw.connect(nginx.port, "/ws_limited", { Cookie = bob })
+        assert.is_nil(c2)
+        assert.equal(429, st2)
+        c:close()
+        socket.sleep(0.2)
+        local m = scrape()
+        assert.equal(1, m[hs("terminate", "refused", "rate_limited")])
+        assert.equal(accepted + 1, m[hs("terminate", "accepted", "none")])
     end)
 
     it("reports every worker's status, and 503 once Redis is gone", function()

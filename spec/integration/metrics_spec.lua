@@ -146,6 +146,8 @@ describe("metrics inside nginx (2 workers, configured in init_worker)", function
         assert.truthy(per_worker["0"] and per_worker["1"],
                       "both workers served: " .. cjson.encode(per_worker))
 
+        -- each worker's additions reach the dict within 0.1 s (its flush)
+        socket.sleep(0.3)
         local status, body = nginx:get("/metrics")
         assert.equal(200, status)
         text = body

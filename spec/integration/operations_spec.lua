@@ -132,6 +132,7 @@ describe("operating the gateway", function()
     end)
 
     local function scrape()
+        socket.sleep(0.25) -- every worker's additions flushed (0.1 s)
         local st, body, h = nginx:get("/metrics")
         assert.equal(200, st)
         assert.equal("text/plain; version=0.0.4; charset=utf-8", h["content-type"])

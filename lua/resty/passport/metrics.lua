@@ -36,6 +36,7 @@
 local host = require "resty.passport.host"
 
 local ngx = ngx -- luacheck: ignore 211 (nil outside nginx)
+local timer_at = ngx and ngx.timer and ngx.timer.at
 
 local concat = table.concat
 local error = error
@@ -45,7 +46,9 @@ local gsub = string.gsub
 local huge = math.huge
 local ipairs = ipairs
 local match = string.match
+local next = next
 local pairs = pairs
+local pcall = pcall
 local setmetatable = setmetatable
 local sort = table.sort
 local sub = string.sub
@@ -292,13 +295,53 @@ local function create(key, n)
     return v
 end
 
+-- n added to key in the dict: the new value, or nil, err.
+local function incr(key, n)
+    local v = dict:incr(key, n)
+    if v then return v end
+    return create(key, n)
+end
+
+-- Configured in a worker (init_worker_by_lua), additions wait in a table
+-- of the worker's and reach the dict FLUSH_DELAY s later, in a timer:
+-- the event pays a table update, not a shared-memory lock and an FFI call
+-- (measured: 1.2 us per uncached handshake with increments at the event).
+-- A scrape sees another worker's counts at most FLUSH_DELAY late (its own
+-- are flushed first); configured in init_by_lua, each addition goes to
+-- the dict at once.
+local FLUSH_DELAY = 0.1
+local buffered = false
+local pending = {}       -- key -> what this worker added since its flush
+local flush_queued = false
+
+local function flush()
+    flush_queued = false
+    for k, n in next, pending do
+        pending[k] = nil
+        if n ~= 0 then incr(k, n) end
+    end
+end
+_M.flush = flush
+
+-- The timer's: at worker exit (premature) too, so nothing is lost.
+local function flush_timer()
+    flush()
+end
+
 -- Adds n (default 1; negative for a gauge going down) to a key from key().
--- Returns the new value, nothing when not configured, or nil, err.
+-- Returns true (buffered) or the new value, nothing when not configured,
+-- or nil, err.
 local function add(key, n)
     if not dict then return end
-    local v = dict:incr(key, n or 1)
-    if v then return v end
-    return create(key, n or 1)
+    n = n or 1
+    if not buffered then return incr(key, n) end
+    pending[key] = (pending[key] or 0) + n
+    if not flush_queued then
+        flush_queued = true
+        local ok, queued = pcall(timer_at, FLUSH_DELAY, flush_timer)
+        if not (ok and queued) then flush() end
+    end
+    return true
 end
 _M.add = add
 
@@ -384,6 +427,7 @@ function _M.configure(opts)
               .. " in nginx.conf: add 'lua_shared_dict " .. name .. " 1m;' to the http block)", 2)
     end
     dict, dict_name = d, name
+    buffered = ngx.get_phase() ~= "init"
     local id = worker_id()
     if id then
         lost_key = braced(ERRORS_METRIC, 'worker="' .. id .. '"')
@@ -447,6 +491,7 @@ function _M.render()
     if not dict then
         return nil, "not configured"
     end
+    flush()
     local keys = dict:get_keys(0)
     sort(keys)
     local values, samples = {}, {}

@@ -12,6 +12,7 @@
 -- measurement behind that choice.
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
+local common = require "common"
 
 local DURATION = tonumber(os.getenv("BENCH_SECONDS") or "3")
 local CONNS = tonumber(os.getenv("BENCH_CONNECTIONS") or "50")
@@ -20,20 +21,7 @@ local CONNS = tonumber(os.getenv("BENCH_CONNECTIONS") or "50")
 -- a ratio of two runs taken a minute apart would measure the drift.
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
 
-local function median(t)
-    local s = {}
-    for i, v in ipairs(t) do s[i] = v end
-    table.sort(s)
-    local n = #s
-    return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
-end
-
-local function sh(cmd)
-    local p = assert(io.popen(cmd .. " 2>&1"))
-    local out = p:read("*a")
-    p:close()
-    return out
-end
+local median, sh = common.median, common.sh
 
 -- A record as connect-redis writes it for a logged-in user (~200 bytes).
 local SID = "wbhj9M7ClsYbqr8kJfdgV5ZUm2PT_xQA"
@@ -43,18 +31,8 @@ local RECORD = '{"cookie":{"originalMaxAge":86400000,"expires":'
                .. '"passport":{"user":"64b7f0c2a1d3e4f5a6b7c8d9"}}'
 
 local function wrk(port, path, conns)
-    local out = sh(("wrk -t1 -c%d -d%ds --latency http://127.0.0.1:%d%s")
-                   :format(conns, DURATION, port, path))
-    local rps = tonumber(out:match("Requests/sec:%s*([%d%.]+)"))
-    local p50 = out:match("50%%%s+(%S+)")
-    local bad = out:match("Non%-2xx or 3xx responses: (%d+)")
-    if not rps then
-        error("wrk failed:\n" .. out)
-    end
-    if bad then
-        error(path .. ": " .. bad .. " failed responses\n" .. out)
-    end
-    return rps, p50
+    local rps, p50 = common.wrk { port = port, path = path, conns = conns, seconds = DURATION }
+    return rps, ("%.2fms"):format(p50 or 0 / 0)
 end
 
 local redis = redis_server.start {}

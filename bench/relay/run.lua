@@ -32,13 +32,13 @@
 -- the numbers pool them), IDLE (5 s), PAYLOAD (64 bytes), RELAY_DICT (16m),
 -- CPU_SRC (stat; schedstat: ns resolution), LOG_LEVEL (warn), TUNE=0,
 -- MULTIPLEX=0 (as bench/sockets), JSON=1 (the whole result as JSON last).
-package.path = "lua/?.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;spec/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 local proc = require "support.proc"
-local cookie = require "resty.passport.cookie"
+local common = require "common"
 local cjson = require "cjson"
 local socket = require "socket"
 
@@ -59,29 +59,8 @@ local N = 2 * C -- one browser session per connection
 local sh = proc.sh
 local function log(...) io.stderr:write(string.format(...), "\n") end
 
--- CPU seconds (user + system) of pids, from /proc/<pid>/stat as
--- bench/sockets counts it (10 ms ticks); CPU_SRC=schedstat: the time on a
--- CPU from /proc/<pid>/schedstat instead (ns; the workers are one thread).
 local CPU_SRC = env("CPU_SRC", "stat")
-local function cpu_s(pids)
-    local total = 0
-    for _, pid in ipairs(pids) do
-        if CPU_SRC == "schedstat" then
-            local f = io.open("/proc/" .. pid .. "/schedstat")
-            local ns = f and tonumber((f:read("*l") or ""):match("^(%d+)")) or 0
-            if f then f:close() end
-            total = total + ns / 1e9
-        else
-            local f = io.open("/proc/" .. pid .. "/stat")
-            local stat = f and f:read("*a") or ""
-            if f then f:close() end
-            local fields = {}
-            for x in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = x end
-            total = total + (tonumber(fields[12] or 0) + tonumber(fields[13] or 0)) / 100
-        end
-    end
-    return total
-end
+local function cpu_s(pids) return common.cpu_s(pids, CPU_SRC) end
 
 ---------------------------------------------------------------------------
 -- Sessions: N connect-redis records and their cookies (as bench/sockets).
@@ -90,36 +69,13 @@ log("starting redis")
 local redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } }
 sh("taskset -apc " .. SRV_CPU .. " " .. redis.pid .. " >/dev/null")
 local dir = redis_server.tmpdir("bench-relay")
-do
-    local cmds, cookies = {}, {}
-    for i = 0, N - 1 do
-        local rec = ('{"cookie":{"originalMaxAge":86400000,"expires":"2099-01-01T00:00:00.000Z",'
-                     .. '"httpOnly":true,"path":"/"},"passport":{"user":%d}}'):format(i)
-        local key = "sess:s" .. i
-        cmds[#cmds + 1] = ("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"):format(#key, key, #rec, rec)
-        local signed = cookie.sign("s" .. i, SECRET):gsub("[^%w%-_%.~]", function(ch)
-            return ("%%%02X"):format(ch:byte())
-        end)
-        cookies[#cookies + 1] = "connect.sid=" .. signed
-    end
-    local f = assert(io.open(dir .. "/seed.resp", "wb"))
-    f:write(table.concat(cmds))
-    f:close()
-    sh(("redis-cli -p %d --pipe < %s/seed.resp >/dev/null"):format(redis.port, dir))
-    f = assert(io.open(dir .. "/cookies", "w"))
-    f:write(table.concat(cookies, "\n"), "\n")
-    f:close()
-end
-local COOKIES = dir .. "/cookies"
+local COOKIES = common.seed_sessions(redis, N, SECRET, dir)
 log("seeded %d sessions", N)
 
 ---------------------------------------------------------------------------
 -- The gateway: bench/sockets' sio stack, two workers, the dict, "echo".
 
-local TUNE = os.getenv("TUNE") ~= "0" and
-    (os.getenv("TUNE_HTTP") or
-     "lua_socket_buffer_size 1k; request_pool_size 512; client_header_buffer_size 512;") .. "\n" or ""
-local MULTIPLEX = os.getenv("MULTIPLEX") ~= "0"
+local TUNE, MULTIPLEX = common.TUNE, common.MULTIPLEX
 
 local function start_gateway()
     local nginx = nginx_server.start {

@@ -36,13 +36,13 @@
 -- NO_EMITTER=1 (no emitter row: no socketio_emitter in the gateway, no
 -- redis-adapter in Node, no publisher; the run as before issue 16),
 -- EMITTER_KEY (the emitter's key prefix, socket.io).
-package.path = "lua/?.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;spec/?.lua;bench/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local redis_server = require "support.redis_server"
 local nginx_server = require "support.nginx_server"
 local proc = require "support.proc"
-local cookie = require "resty.passport.cookie"
+local common = require "common"
 local cjson = require "cjson"
 local socket = require "socket"
 
@@ -60,38 +60,7 @@ local EMITTER_KEY = os.getenv("EMITTER_KEY") or "socket.io"
 local sh = proc.sh
 local function log(...) io.stderr:write(string.format(...), "\n") end
 
-local function median(t)
-    local c = {}
-    for i, v in ipairs(t) do c[i] = v end
-    table.sort(c)
-    local n = #c
-    return n % 2 == 1 and c[(n + 1) / 2] or (c[n / 2] + c[n / 2 + 1]) / 2
-end
-
-local function rss_kb(pids)
-    local total = 0
-    for _, pid in ipairs(pids) do
-        local f = io.open("/proc/" .. pid .. "/status")
-        local status = f and f:read("*a") or ""
-        if f then f:close() end
-        total = total + (tonumber(status:match("VmRSS:%s*(%d+)")) or 0)
-    end
-    return total
-end
-
--- CPU seconds (user + system) of pids, from /proc.
-local function cpu_s(pids)
-    local total = 0
-    for _, pid in ipairs(pids) do
-        local f = io.open("/proc/" .. pid .. "/stat")
-        local stat = f and f:read("*a") or ""
-        if f then f:close() end
-        local fields = {}
-        for x in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = x end
-        total = total + (tonumber(fields[12] or 0) + tonumber(fields[13] or 0)) / 100
-    end
-    return total
-end
+local median, rss_kb, cpu_s = common.median, common.rss_kb, common.cpu_s
 
 local function http_get(port, path)
     return (sh(("curl -s http://127.0.0.1:%d%s"):format(port, path)))
@@ -106,41 +75,13 @@ log("starting redis")
 local redis = redis_server.start { config = { "notify-keyspace-events Kgx$" } }
 sh("taskset -apc " .. SRV_CPU .. " " .. redis.pid .. " >/dev/null")
 local dir = redis_server.tmpdir("bench-sockets")
-do
-    local cmds, cookies = {}, {}
-    for i = 0, N - 1 do
-        local rec = ('{"cookie":{"originalMaxAge":86400000,"expires":"2099-01-01T00:00:00.000Z",'
-                     .. '"httpOnly":true,"path":"/"},"passport":{"user":%d}}'):format(i)
-        local key = "sess:s" .. i
-        cmds[#cmds + 1] = ("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"):format(#key, key, #rec, rec)
-        local signed = cookie.sign("s" .. i, SECRET):gsub("[^%w%-_%.~]", function(ch)
-            return ("%%%02X"):format(ch:byte())
-        end)
-        cookies[#cookies + 1] = "connect.sid=" .. signed
-    end
-    local f = assert(io.open(dir .. "/seed.resp", "wb"))
-    f:write(table.concat(cmds))
-    f:close()
-    sh(("redis-cli -p %d --pipe < %s/seed.resp >/dev/null"):format(redis.port, dir))
-    f = assert(io.open(dir .. "/cookies", "w"))
-    f:write(table.concat(cookies, "\n"), "\n")
-    f:close()
-end
-local COOKIES = dir .. "/cookies"
+local COOKIES = common.seed_sessions(redis, N, SECRET, dir)
 log("seeded %d sessions", N)
 
 ---------------------------------------------------------------------------
 -- The stacks.
 
--- The recommended directives for a gateway that holds WebSockets (README,
--- "Memory per connection"); TUNE=0 measures nginx's defaults instead.
-local TUNE = os.getenv("TUNE") ~= "0" and
-    (os.getenv("TUNE_HTTP") or
-     "lua_socket_buffer_size 1k; request_pool_size 512; client_header_buffer_size 512;") .. "\n" or ""
--- The store as the README recommends for held sockets: its Redis requests
--- multiplexed (MULTIPLEX=0: each handshake's own cosocket, whose buffers
--- its request keeps as long as the socket lives).
-local MULTIPLEX = os.getenv("MULTIPLEX") ~= "0"
+local TUNE, MULTIPLEX = common.TUNE, common.MULTIPLEX
 
 -- opts.poll: Engine.IO long-polling on (the passport_eio dict), and every
 -- socket.io socket joins the room "all" too.

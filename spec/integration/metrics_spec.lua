@@ -179,6 +179,9 @@ describe("metrics inside nginx (2 workers, configured in init_worker)", function
     it("renders text that promtool accepts: gauges, histograms, escaped label values", function()
         local status, body = nginx:get("/fill")
         assert.equal(200, status, body)
+        -- /metrics may land on the other worker: the filling worker's
+        -- additions reach the dict within 0.1 s (its flush)
+        socket.sleep(0.3)
         local headers
         status, body, headers = nginx:get("/metrics")
         assert.equal(200, status)

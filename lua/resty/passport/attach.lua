@@ -56,8 +56,8 @@ local frame = require "resty.passport.ws.frame"
 local host = require "resty.passport.host"
 local semaphore = require "ngx.semaphore"
 
-local close_code_ok = frame.close_code_ok
-local utf8_valid = frame.utf8_valid
+local close_args_error = frame.close_args_error
+local send_args_error = frame.send_args_error
 local ngx = ngx
 local get_phase = ngx.get_phase
 local now = ngx.now
@@ -289,12 +289,8 @@ Entry.send_frame = send_frame
 -- message.  Any request or timer of this worker may call it; the handler
 -- too, so that its writes never race the writer's.
 function Entry.send(s, data, binary)
-    if type(data) ~= "string" then
-        error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
-    end
-    if not binary and not utf8_valid(data) then
-        error("bad argument #1 to 'send' (text must be UTF-8; pass binary = true)", 2)
-    end
+    local bad = send_args_error(data, binary)
+    if bad then error(bad, 2) end
     return send_frame(s, { binary and BINARY or TEXT, data })
 end
 
@@ -326,12 +322,8 @@ end
 -- at once; the writer sends the close frame after what is queued.  Any
 -- context may call it.  false when already closing or closed.
 function Entry.close(s, code, reason)
-    if code ~= nil and not close_code_ok(code) then
-        error("bad argument #1 to 'close' (valid close code expected)", 2)
-    end
-    if reason ~= nil and (type(reason) ~= "string" or #reason > 123) then
-        error("bad argument #2 to 'close' (string of at most 123 bytes expected)", 2)
-    end
+    local bad = close_args_error(code, reason)
+    if bad then error(bad, 2) end
     return begin_close(s, code or CLOSE_NORMAL, reason, true)
 end
 

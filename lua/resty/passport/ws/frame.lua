@@ -262,6 +262,27 @@ local function close_code_ok(code)
 end
 _M.close_code_ok = close_code_ok
 
+-- The argument checks of a socket's send(data[, binary]) and close([code[,
+-- reason]]) (ws/socket.lua's, and attach.lua's entries): nil when the
+-- arguments are good, else the "bad argument ..." message to raise.
+function _M.send_args_error(data, binary)
+    if type(data) ~= "string" then
+        return "bad argument #1 to 'send' (string expected, got " .. type(data) .. ")"
+    end
+    if not binary and not _M.utf8_valid(data) then
+        return "bad argument #1 to 'send' (text must be UTF-8; pass binary = true)"
+    end
+end
+
+function _M.close_args_error(code, reason)
+    if code ~= nil and not close_code_ok(code) then
+        return "bad argument #1 to 'close' (valid close code expected)"
+    end
+    if reason ~= nil and (type(reason) ~= "string" or #reason > 123) then
+        return "bad argument #2 to 'close' (string of at most 123 bytes expected)"
+    end
+end
+
 -- A close frame's payload for code (nil: empty) and reason (UTF-8, at most
 -- 123 bytes).
 function _M.close_payload(code, reason)

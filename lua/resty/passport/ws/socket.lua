@@ -36,10 +36,11 @@ local host = require "resty.passport.host"
 local semaphore = require "ngx.semaphore"
 
 local client_header = frame.client_header
-local close_code_ok = frame.close_code_ok
+local close_args_error = frame.close_args_error
 local close_payload = frame.close_payload
 local encode = frame.encode
 local parse_close = frame.parse_close
+local send_args_error = frame.send_args_error
 local unmask = frame.unmask
 local utf8_valid = frame.utf8_valid
 local new_utf8 = frame.utf8
@@ -523,24 +524,16 @@ methods.send_frame = send_frame
 
 -- socket:send(data[, binary]): queues a text (default) or binary message.
 function methods.send(self, data, binary)
-    if type(data) ~= "string" then
-        error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
-    end
-    if not binary and not utf8_valid(data) then
-        error("bad argument #1 to 'send' (text must be UTF-8; pass binary = true)", 2)
-    end
+    local bad = send_args_error(data, binary)
+    if bad then error(bad, 2) end
     return send_frame(self, self.wire.encode(data, binary))
 end
 
 -- socket:close([code[, reason]]): starts the close handshake (default
 -- 1000, or no status code for a silent_close protocol).  Any context may call it; the owner's recv() then returns nil.
 function methods.close(self, code, reason)
-    if code ~= nil and not close_code_ok(code) then
-        error("bad argument #1 to 'close' (valid close code expected)", 2)
-    end
-    if reason ~= nil and (type(reason) ~= "string" or #reason > 123) then
-        error("bad argument #2 to 'close' (string of at most 123 bytes expected)", 2)
-    end
+    local bad = close_args_error(code, reason)
+    if bad then error(bad, 2) end
     if code == nil and self.wire.silent_close then
         return begin_close(self, nil, nil, true)
     end

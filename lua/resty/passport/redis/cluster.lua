@@ -46,6 +46,7 @@ local ngx = ngx -- nil in plain LuaJIT
 local now = host.in_nginx and ngx.now
 local timer_at = host.in_nginx and ngx.timer.at
 local once = nodes.once
+local reply_error = nodes.reply_error
 local slot_of = slot.of
 local encode = resp.encode
 
@@ -205,10 +206,8 @@ end
 
 -- "MOVED 3999 127.0.0.1:6381" / "ASK ..." --> "MOVED"|"ASK", slot, addr.
 local function redirect_of(v)
-    if type(v) ~= "table" then return nil end
-    local err = v.err
-    if not err and type(v[1]) == "table" then err = v[1].err end
-    if type(err) ~= "string" then return nil end
+    local err = reply_error(v)
+    if not err then return nil end
     local c = sub(err, 1, 1)
     if c ~= "M" and c ~= "A" then return nil end
     local kind, s, addr = match(err, "^(%u+) (%d+) (%S+)$")

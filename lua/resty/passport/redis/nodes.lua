@@ -11,6 +11,7 @@
 --   set:get("10.0.0.1:6379")   --> { addr, conn, client } | nil, err
 --   nodes.split("host:port")   --> host, port | nil
 --   local ok, err = nodes.once(state, fn, arg)  -- fn(arg) --> ok | nil, err
+--   nodes.reply_error(v)       --> a reply's error message, or nil
 local host = require "resty.passport.host"
 local conn = require "resty.passport.redis.conn"
 local mux = require "resty.passport.redis.mux"
@@ -21,6 +22,7 @@ local pcall = pcall
 local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
+local type = type
 
 local ngx = ngx -- nil in plain LuaJIT
 local semaphore = host.in_nginx and require "ngx.semaphore"
@@ -29,6 +31,17 @@ local phase = host.phase
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
+
+-- The error message of a reply, or of a pipeline's first reply (the
+-- cached GET + PTTL), or nil: what the routers look at to rediscover
+-- (Sentinel) or follow a redirect (Cluster).
+function _M.reply_error(v)
+    if type(v) ~= "table" then return nil end
+    local err = v.err
+    if not err and type(v[1]) == "table" then err = v[1].err end
+    if type(err) ~= "string" then return nil end
+    return err
+end
 
 -- Addresses one set keeps: a cluster has a few dozen nodes at most, and a
 -- sentinel that lies must not make a worker open pools without end.

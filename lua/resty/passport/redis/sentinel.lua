@@ -33,6 +33,7 @@ local type = type
 local ngx = ngx -- nil in plain LuaJIT
 local now = host.in_nginx and ngx.now
 local once = nodes.once
+local reply_error = nodes.reply_error
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -179,9 +180,7 @@ end
 -- The error of a reply that says its server is not a usable master, or
 -- nil (a pipeline's reply: its first one).
 local function not_master(v)
-    if type(v) ~= "table" then return nil end
-    local err = v.err
-    if not err and type(v[1]) == "table" then err = v[1].err end
+    local err = reply_error(v)
     if not err then return nil end
     for i = 1, #NOT_MASTER do
         if find(err, NOT_MASTER[i], 1, true) == 1 then return err end

@@ -237,16 +237,6 @@ local function gateway(name, redis_port)
     }
 end
 
--- Waits until every subscriber of the cluster is up: PUBLISH reaches n.
-local function wait_subscribers(nginx, n)
-    local deadline = socket.gettime() + 10
-    while socket.gettime() < deadline do
-        local _, body = nginx:get("/emit?user=999&data=ping")
-        if tonumber(body) == n then return true end
-        socket.sleep(0.05)
-    end
-    error("subscribers did not come up")
-end
 
 local function wait_for(fn, timeout)
     local deadline = socket.gettime() + (timeout or 3)
@@ -302,7 +292,7 @@ describe("passport.attach: a lua-resty-websocket handler's socket in the registr
         app = node.start_app { REDIS_PORT = redis.port, SECRET = SECRET }
         a = gateway("A", redis.port)
         b = gateway("B", redis.port)
-        wait_subscribers(a, 4)
+        a:wait_subscribers(4)
         cookies.ann = node.login(app.port, "ann", "pw1")
         cookies.bob = node.login(app.port, "bob", "pw2")
         cookies.zero = node.login(app.port, "zero", "pw0")

@@ -83,16 +83,6 @@ local function gateway(name, redis_port, logout, store_opts)
     }
 end
 
--- Waits until every subscriber of the cluster is up: PUBLISH reaches n.
-local function wait_subscribers(nginx, n)
-    local deadline = socket.gettime() + 10
-    while socket.gettime() < deadline do
-        local _, body = nginx:get("/emit?user=999&data=ping")
-        if tonumber(body) == n then return true end
-        socket.sleep(0.05)
-    end
-    error("subscribers did not come up")
-end
 
 local function messages(st)
     local out = {}
@@ -116,7 +106,7 @@ describe("sockets across workers and gateway nodes", function()
         app = node.start_app { REDIS_PORT = redis.port, SECRET = SECRET }
         a = gateway("A", redis.port, "{}")
         b = gateway("B", redis.port, "{}")
-        wait_subscribers(a, 4)
+        a:wait_subscribers(4)
         clients = ws_clients.start()
         cookies.ann = node.login(app.port, "ann", "pw1")
         cookies.bob = node.login(app.port, "bob", "pw2")
@@ -278,7 +268,7 @@ describe("logout without keyspace notifications", function()
         redis = redis_server.start {} -- notify-keyspace-events "" (the default)
         app = node.start_app { REDIS_PORT = redis.port, SECRET = SECRET }
         gw = gateway("R", redis.port, "{ revalidate_interval = 0.3 }")
-        wait_subscribers(gw, 2)
+        gw:wait_subscribers(2)
         clients = ws_clients.start()
     end)
 
@@ -337,7 +327,7 @@ describe("the handshake and revalidation agree on a passed cookie.expires", func
         end
         gateways.off = gateway("off", redis.port, "{}")
         gateways.on = gateway("on", redis.port, "{}", "check_expires = true")
-        wait_subscribers(gateways.off, 4)
+        gateways.off:wait_subscribers(4)
         clients = ws_clients.start()
     end)
 

@@ -17,6 +17,9 @@
 --   local c = nginx:send("/slow")  ... nginx:receive(c)  -- concurrent requests
 --   nginx:error_log()  -- the error log's text so far
 --   nginx:assert_clean_log()  -- no crash, no Lua error in it
+--   nginx:wait_subscribers(n [, path])  -- until an emit through path (default
+--                      "/emit?user=999&data=ping", answering the number of
+--                      workers reached) reaches n subscribers; raises after 10 s
 --   nginx:stop()       -- QUIT (graceful), KILL after 5 s; removes the prefix
 --
 -- The conf points lua_package_path at the repository's lua/ and spec/
@@ -82,6 +85,16 @@ http {
 
 local Server = {}
 Server.__index = Server
+
+function Server:wait_subscribers(n, path)
+    local deadline = socket.gettime() + 10
+    while socket.gettime() < deadline do
+        local _, body = self:get(path or "/emit?user=999&data=ping")
+        if tonumber(body) == n then return true end
+        socket.sleep(0.05)
+    end
+    error("subscribers did not come up")
+end
 
 function Server:error_log()
     return read_file(self.prefix .. "/error.log") or ""

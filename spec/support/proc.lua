@@ -1,5 +1,5 @@
 -- Process helpers shared by the specs and their servers: shell commands and
--- quoting, whole files, free ports, liveness of a pid.
+-- quoting, whole files, free ports, liveness of a pid and waiting for its end.
 local socket = require "socket"
 
 local M = {}
@@ -47,6 +47,18 @@ function M.alive(pid)
     local stat = f:read("*a") or ""
     f:close()
     return not stat:match("^%d+ %b() Z")
+end
+
+-- Waits until pid is gone (at most timeout s): true, or false if it lives.
+function M.wait_gone(pid, timeout)
+    local deadline = socket.gettime() + timeout
+    while socket.gettime() < deadline do
+        if not M.alive(pid) then
+            return true
+        end
+        socket.sleep(0.02)
+    end
+    return not M.alive(pid)
 end
 
 return M

@@ -121,16 +121,7 @@ function Server:wait_for(expr, predicate, timeout)
         .. (last and cjson.encode(last) or tostring(err))
 end
 
-local function wait_gone(pid, timeout)
-    local deadline = socket.gettime() + timeout
-    while socket.gettime() < deadline do
-        if not alive(pid) then
-            return true
-        end
-        socket.sleep(0.02)
-    end
-    return false
-end
+local wait_gone = proc.wait_gone
 
 function Server:stop()
     if self.pid then

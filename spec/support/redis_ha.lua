@@ -97,9 +97,7 @@ local function tail(path, n)
     return table.concat(lines, "\n", math.max(1, #lines - (n or 20) + 1))
 end
 
-local function wait_gone(pid, timeout)
-    return poll(timeout, function() return not alive(pid) end)
-end
+local wait_gone = proc.wait_gone
 
 ------------------------------------------------------------------------------
 -- Sentinels
@@ -188,14 +186,19 @@ end
 local Sentinels = {}
 Sentinels.__index = Sentinels
 
--- The sentinels' addresses: { { "127.0.0.1", port }, ... }, and as the
--- app's REDIS_SENTINELS ("127.0.0.1:p1,127.0.0.1:p2,...").
-function Sentinels:seed_addrs()
+-- Servers' addresses: { { "127.0.0.1", port }, ... }.
+local function addrs_of(servers)
     local list = {}
-    for _, s in ipairs(self.sentinels) do
+    for _, s in ipairs(servers) do
         list[#list + 1] = { HOST, s.port }
     end
     return list
+end
+
+-- The sentinels' addresses, and as the app's REDIS_SENTINELS
+-- ("127.0.0.1:p1,127.0.0.1:p2,...").
+function Sentinels:seed_addrs()
+    return addrs_of(self.sentinels)
 end
 
 local function join_addrs(list)
@@ -428,11 +431,7 @@ local Cluster = {}
 Cluster.__index = Cluster
 
 function Cluster:seed_addrs()
-    local list = {}
-    for _, n in ipairs(self.nodes) do
-        list[#list + 1] = { HOST, n.port }
-    end
-    return list
+    return addrs_of(self.nodes)
 end
 
 function Cluster:seed_string()

@@ -27,7 +27,6 @@ local running = {} -- pid -> server, for the exit hook
 local sh = proc.sh
 local q = proc.q
 local read_file = proc.read_file
-local alive = proc.alive
 M.free_port = proc.free_port
 
 function M.tmpdir(tag)
@@ -272,16 +271,7 @@ local function signal(self, sig)
     end
 end
 
-local function wait_gone(pid, timeout)
-    local deadline = socket.gettime() + timeout
-    while socket.gettime() < deadline do
-        if not alive(pid) then
-            return true
-        end
-        socket.sleep(0.02)
-    end
-    return false
-end
+local wait_gone = proc.wait_gone
 
 function Server:kill()
     if self.admin then
